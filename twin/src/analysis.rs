@@ -54,7 +54,10 @@ pub struct AnalysisConfig {
 
 impl Default for AnalysisConfig {
     fn default() -> Self {
-        Self { prior_rate: 0.02, prior_weight_frames: 200.0 }
+        Self {
+            prior_rate: 0.02,
+            prior_weight_frames: 200.0,
+        }
     }
 }
 
@@ -145,13 +148,22 @@ mod tests {
     use super::*;
 
     fn batch(id: &str, frames: u64, defects: u64) -> BatchStats {
-        BatchStats { batch_id: id.into(), frames, defects, first_ns: 0, last_ns: 0 }
+        BatchStats {
+            batch_id: id.into(),
+            frames,
+            defects,
+            first_ns: 0,
+            last_ns: 0,
+        }
     }
 
     #[test]
     fn elevated_defects_give_a_high_probability_from_the_data() {
         let recent = [batch("B1", 24, 1), batch("B2", 24, 6), batch("B3", 20, 15)];
-        let base = Baseline { frames: 480, defects: 10 };
+        let base = Baseline {
+            frames: 480,
+            defects: 10,
+        };
         let a = analyze(&recent, &base, &AnalysisConfig::default(), 7).unwrap();
         assert_eq!(a.frames, 68);
         assert_eq!(a.defects, 22);
@@ -165,7 +177,10 @@ mod tests {
     #[test]
     fn healthy_batches_are_not_called_elevated() {
         let recent = [batch("B1", 24, 0), batch("B2", 24, 1), batch("B3", 24, 0)];
-        let base = Baseline { frames: 480, defects: 10 };
+        let base = Baseline {
+            frames: 480,
+            defects: 10,
+        };
         let a = analyze(&recent, &base, &AnalysisConfig::default(), 0).unwrap();
         assert!(a.elevated_probability < 0.6, "{a:?}");
         assert!(a.defect_probability < 0.03);
@@ -176,7 +191,10 @@ mod tests {
 
     #[test]
     fn more_defects_never_lower_the_probability() {
-        let base = Baseline { frames: 200, defects: 4 };
+        let base = Baseline {
+            frames: 200,
+            defects: 4,
+        };
         let mut last = 0.0;
         for d in 0..=24 {
             let a = analyze(&[batch("B", 24, d)], &base, &AnalysisConfig::default(), 0).unwrap();
@@ -187,8 +205,13 @@ mod tests {
 
     #[test]
     fn no_frames_is_an_error_that_says_what_to_check() {
-        let err = analyze(&[batch("B1", 0, 0)], &Baseline { frames: 0, defects: 0 }, &AnalysisConfig::default(), 0)
-            .unwrap_err();
+        let err = analyze(
+            &[batch("B1", 0, 0)],
+            &Baseline { frames: 0, defects: 0 },
+            &AnalysisConfig::default(),
+            0,
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("camera"), "{err}");
     }
 }

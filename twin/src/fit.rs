@@ -45,7 +45,9 @@ pub enum FitError {
     )]
     NotExcited,
     /// The result is not physical.
-    #[error("fitted cooling coefficient {cooling_per_s} 1/s is not positive: the data are not a heat balance (check units and sensors)")]
+    #[error(
+        "fitted cooling coefficient {cooling_per_s} 1/s is not positive: the data are not a heat balance (check units and sensors)"
+    )]
     Unphysical {
         /// The fitted value.
         cooling_per_s: f64,
@@ -55,7 +57,10 @@ pub enum FitError {
 /// Fit `(gain_base, gain_rate, cooling_per_s)` with `ppm_ref` fixed.
 pub fn fit_thermal(samples: &[FitSample], ppm_ref: f64) -> Result<ThermalModel, FitError> {
     if samples.len() < 10 {
-        return Err(FitError::TooFewSamples { needed: 10, got: samples.len() });
+        return Err(FitError::TooFewSamples {
+            needed: 10,
+            got: samples.len(),
+        });
     }
     let mut ata = [[0.0f64; 3]; 3];
     let mut atb = [0.0f64; 3];
@@ -85,7 +90,12 @@ pub fn fit_thermal(samples: &[FitSample], ppm_ref: f64) -> Result<ThermalModel, 
     if x[2] <= 0.0 {
         return Err(FitError::Unphysical { cooling_per_s: x[2] });
     }
-    Ok(ThermalModel { gain_base: x[0], gain_rate: x[1], ppm_ref, cooling_per_s: x[2] })
+    Ok(ThermalModel {
+        gain_base: x[0],
+        gain_rate: x[1],
+        ppm_ref,
+        cooling_per_s: x[2],
+    })
 }
 
 /// Solve a 3×3 system by Gaussian elimination with partial pivoting after
@@ -110,8 +120,9 @@ fn solve3(mut a: [[f64; 3]; 3], mut b: [f64; 3]) -> Option<[f64; 3]> {
         b.swap(col, pivot);
         for r in col + 1..3 {
             let f = a[r][col] / a[col][col];
-            for c in col..3 {
-                a[r][c] -= f * a[col][c];
+            let pivot_row = a[col];
+            for (c, v) in a[r].iter_mut().enumerate().skip(col) {
+                *v -= f * pivot_row[c];
             }
             b[r] -= f * b[col];
         }
@@ -142,7 +153,12 @@ mod tests {
         for k in 1..=60_000i64 {
             let t_s = k as f64 * 1e-3;
             let ppm = if (15.0..35.0).contains(&t_s) { 8.0 } else { 12.0 };
-            let o = LineOutputs { stamp_ns: 0, feed_ppm_cmd: ppm, weld_enable: true, weld_current_cmd_a: 5000.0 };
+            let o = LineOutputs {
+                stamp_ns: 0,
+                feed_ppm_cmd: ppm,
+                weld_enable: true,
+                weld_current_cmd_a: 5000.0,
+            };
             let i = line.scan(&o, k * 1_000_000).unwrap();
             acc[0] += i.feed_ppm;
             acc[1] += i.weld_current_a;
@@ -169,11 +185,21 @@ mod tests {
         let data = nominal_run();
         let m = fit_thermal(&data, 12.0).unwrap();
         let p = PlantParams::default();
-        for (ppm, ss_plant) in [(12.0, p.steady_state_c(12.0, 5000.0, 25.0)), (8.0, p.steady_state_c(8.0, 5000.0, 25.0))] {
+        for (ppm, ss_plant) in [
+            (12.0, p.steady_state_c(12.0, 5000.0, 25.0)),
+            (8.0, p.steady_state_c(8.0, 5000.0, 25.0)),
+        ] {
             let ss = m.steady_state_c(ppm, 5000.0, 25.0);
-            assert!((ss - ss_plant).abs() < 1.5, "steady state at {ppm} PPM: fitted {ss}, plant {ss_plant}");
+            assert!(
+                (ss - ss_plant).abs() < 1.5,
+                "steady state at {ppm} PPM: fitted {ss}, plant {ss_plant}"
+            );
         }
-        assert!((m.cooling_per_s - p.cooling_per_s).abs() / p.cooling_per_s < 0.1, "cooling {}", m.cooling_per_s);
+        assert!(
+            (m.cooling_per_s - p.cooling_per_s).abs() / p.cooling_per_s < 0.1,
+            "cooling {}",
+            m.cooling_per_s
+        );
         // The shipped default is the fitted model within the same tolerance.
         let d = ThermalModel::default();
         assert!((d.steady_state_c(8.0, 5000.0, 25.0) - m.steady_state_c(8.0, 5000.0, 25.0)).abs() < 1.5);
@@ -181,9 +207,18 @@ mod tests {
 
     #[test]
     fn refuses_data_that_cannot_determine_it() {
-        assert_eq!(fit_thermal(&[], 12.0).unwrap_err(), FitError::TooFewSamples { needed: 10, got: 0 });
+        assert_eq!(
+            fit_thermal(&[], 12.0).unwrap_err(),
+            FitError::TooFewSamples { needed: 10, got: 0 }
+        );
         let flat: Vec<FitSample> = (0..50)
-            .map(|k| FitSample { t_s: k as f64, ppm: 12.0, current_a: 5000.0, ambient_c: 25.0, temp_c: 180.0 })
+            .map(|k| FitSample {
+                t_s: k as f64,
+                ppm: 12.0,
+                current_a: 5000.0,
+                ambient_c: 25.0,
+                temp_c: 180.0,
+            })
             .collect();
         assert_eq!(fit_thermal(&flat, 12.0).unwrap_err(), FitError::NotExcited);
     }

@@ -31,13 +31,25 @@ pub struct Health {
 impl HealthEstimator {
     /// `band_c`: residual band half-width; `tau_s`: smoothing time constant.
     pub fn new(band_c: f64, tau_s: f64) -> Self {
-        Self { band_c, fail_factor: 4.0, tau_s, slope_tau_s: 4.0 * tau_s, ewma_abs: None, slope_per_s: 0.0, last: None }
+        Self {
+            band_c,
+            fail_factor: 4.0,
+            tau_s,
+            slope_tau_s: 4.0 * tau_s,
+            ewma_abs: None,
+            slope_per_s: 0.0,
+            last: None,
+        }
     }
 
     /// Update with a residual at `now_ns`.
     pub fn handle_residual(&mut self, residual_c: f64, now_ns: i64) -> Health {
         let abs = residual_c.abs();
-        let dt_s = self.last.map(|(t, _)| (now_ns - t) as f64 * 1e-9).unwrap_or(0.0).max(0.0);
+        let dt_s = self
+            .last
+            .map(|(t, _)| (now_ns - t) as f64 * 1e-9)
+            .unwrap_or(0.0)
+            .max(0.0);
         let ewma = match self.ewma_abs {
             None => abs,
             Some(prev) => {

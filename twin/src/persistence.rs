@@ -65,7 +65,11 @@ impl PersistenceTimer {
     /// Alert after strictly more than `persist_ns` outside; clear after
     /// `clear_ns` back inside.
     pub fn new(persist_ns: i64, clear_ns: i64) -> Self {
-        Self { persist_ns, clear_ns, state: TimerState::Inside }
+        Self {
+            persist_ns,
+            clear_ns,
+            state: TimerState::Inside,
+        }
     }
 
     /// Current state.
@@ -83,7 +87,10 @@ impl PersistenceTimer {
             }
             (TimerState::Outside { since }, true) => {
                 if now_ns - since > self.persist_ns {
-                    self.state = TimerState::Alerted { since, inside_since: None };
+                    self.state = TimerState::Alerted {
+                        since,
+                        inside_since: None,
+                    };
                     Some(TimerAction::Raise { onset_ns: since })
                 } else {
                     None
@@ -91,10 +98,16 @@ impl PersistenceTimer {
             }
             (TimerState::Outside { since }, false) => {
                 self.state = TimerState::Inside;
-                Some(TimerAction::ExcursionEnded { onset_ns: since, duration_ns: now_ns - since })
+                Some(TimerAction::ExcursionEnded {
+                    onset_ns: since,
+                    duration_ns: now_ns - since,
+                })
             }
             (TimerState::Alerted { since, .. }, true) => {
-                self.state = TimerState::Alerted { since, inside_since: None };
+                self.state = TimerState::Alerted {
+                    since,
+                    inside_since: None,
+                };
                 None
             }
             (TimerState::Alerted { since, inside_since }, false) => {
@@ -103,7 +116,10 @@ impl PersistenceTimer {
                     self.state = TimerState::Inside;
                     Some(TimerAction::Clear { onset_ns: since })
                 } else {
-                    self.state = TimerState::Alerted { since, inside_since: Some(back) };
+                    self.state = TimerState::Alerted {
+                        since,
+                        inside_since: Some(back),
+                    };
                     None
                 }
             }
@@ -149,7 +165,13 @@ mod tests {
             acts,
             vec![
                 (1000, TimerAction::ExcursionStarted { onset_ns: 1000 * MS }),
-                (3000, TimerAction::ExcursionEnded { onset_ns: 1000 * MS, duration_ns: 2000 * MS }),
+                (
+                    3000,
+                    TimerAction::ExcursionEnded {
+                        onset_ns: 1000 * MS,
+                        duration_ns: 2000 * MS
+                    }
+                ),
             ]
         );
     }
@@ -158,18 +180,27 @@ mod tests {
     fn exactly_three_seconds_outside_does_not_alert() {
         let mut t = PersistenceTimer::new(3000 * MS, 1000 * MS);
         let acts = drive(&mut t, 1000, 4050, 6000);
-        assert!(acts.iter().all(|(_, a)| !matches!(a, TimerAction::Raise { .. })), "{acts:?}");
+        assert!(
+            acts.iter().all(|(_, a)| !matches!(a, TimerAction::Raise { .. })),
+            "{acts:?}"
+        );
     }
 
     #[test]
     fn flicker_while_alerted_does_not_clear() {
         let mut t = PersistenceTimer::new(100 * MS, 1000 * MS);
         assert!(t.handle_sample(true, 0).is_some());
-        assert_eq!(t.handle_sample(true, 200 * MS), Some(TimerAction::Raise { onset_ns: 0 }));
+        assert_eq!(
+            t.handle_sample(true, 200 * MS),
+            Some(TimerAction::Raise { onset_ns: 0 })
+        );
         assert_eq!(t.handle_sample(false, 300 * MS), None);
         assert_eq!(t.handle_sample(true, 400 * MS), None);
         assert_eq!(t.handle_sample(false, 500 * MS), None);
         assert_eq!(t.handle_sample(false, 1400 * MS), None);
-        assert_eq!(t.handle_sample(false, 1500 * MS), Some(TimerAction::Clear { onset_ns: 0 }));
+        assert_eq!(
+            t.handle_sample(false, 1500 * MS),
+            Some(TimerAction::Clear { onset_ns: 0 })
+        );
     }
 }

@@ -25,7 +25,12 @@ impl Default for ThermalModel {
     fn default() -> Self {
         // 155 °C rise at 12 PPM and 5 kA, time constant 4 s.
         let k = 155.0 * 0.25 / (5000.0 * 5000.0);
-        Self { gain_base: k * 0.4, gain_rate: k * 0.6, ppm_ref: 12.0, cooling_per_s: 0.25 }
+        Self {
+            gain_base: k * 0.4,
+            gain_rate: k * 0.6,
+            ppm_ref: 12.0,
+            cooling_per_s: 0.25,
+        }
     }
 }
 

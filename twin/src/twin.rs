@@ -112,7 +112,14 @@ impl Twin {
     pub fn new(cfg: TwinConfig, model: ThermalModel) -> Self {
         let timer = PersistenceTimer::new(cfg.persist_ns, cfg.clear_ns);
         let health = HealthEstimator::new(cfg.band_c, cfg.health_tau_s);
-        Self { cfg, model, timer, health, predicted_c: None, last: None }
+        Self {
+            cfg,
+            model,
+            timer,
+            health,
+            predicted_c: None,
+            last: None,
+        }
     }
 
     /// Config.
@@ -132,7 +139,8 @@ impl Twin {
             (Some(p), Some(prev)) if s.stamp_ns > prev.stamp_ns => {
                 let dt = (s.stamp_ns - prev.stamp_ns) as f64 * 1e-9;
                 // Zero-order hold of the previous sample's inputs.
-                self.model.advance(p, dt, prev.feed_ppm, prev.weld_current_a, prev.ambient_c)
+                self.model
+                    .advance(p, dt, prev.feed_ppm, prev.weld_current_a, prev.ambient_c)
             }
             (Some(p), _) => p,
             (None, _) => s.measured_c,
@@ -144,13 +152,23 @@ impl Twin {
         let action = self.timer.handle_sample(outside, s.stamp_ns);
         let health = self.health.handle_residual(residual, s.stamp_ns);
         let alert = match action {
-            Some(TimerAction::Raise { onset_ns }) => {
-                Some(AlertEvent::Raised { onset_ns, raised_ns: s.stamp_ns, residual_c: residual })
-            }
-            Some(TimerAction::Clear { onset_ns }) => Some(AlertEvent::Cleared { onset_ns, cleared_ns: s.stamp_ns }),
+            Some(TimerAction::Raise { onset_ns }) => Some(AlertEvent::Raised {
+                onset_ns,
+                raised_ns: s.stamp_ns,
+                residual_c: residual,
+            }),
+            Some(TimerAction::Clear { onset_ns }) => Some(AlertEvent::Cleared {
+                onset_ns,
+                cleared_ns: s.stamp_ns,
+            }),
             _ => None,
         };
-        let excursion = action.filter(|a| matches!(a, TimerAction::ExcursionStarted { .. } | TimerAction::ExcursionEnded { .. }));
+        let excursion = action.filter(|a| {
+            matches!(
+                a,
+                TimerAction::ExcursionStarted { .. } | TimerAction::ExcursionEnded { .. }
+            )
+        });
         let (state, outside_since_ns) = match self.timer.state() {
             TimerState::Inside => (TwinState::Nominal, None),
             TimerState::Outside { since } => (TwinState::Excursion, Some(since)),
@@ -190,7 +208,12 @@ mod tests {
         let mut alerts = Vec::new();
         for k in 1..=seconds * 1000 {
             let now = k * 1_000_000;
-            let out = LineOutputs { stamp_ns: now, feed_ppm_cmd: ppm, weld_enable: true, weld_current_cmd_a: 5000.0 };
+            let out = LineOutputs {
+                stamp_ns: now,
+                feed_ppm_cmd: ppm,
+                weld_enable: true,
+                weld_current_cmd_a: 5000.0,
+            };
             let i = line.scan(&out, now).unwrap();
             if k % 50 == 0 {
                 let st = twin.handle_sample(&TwinSample {
@@ -223,9 +246,20 @@ mod tests {
 
     #[test]
     fn drift_alerts_just_over_three_seconds_after_onset_and_survives_the_derate() {
-        let drift = Fault { at_ns: 5 * S, kind: FaultKind::Drift { rate_c_per_s: 3.0, max_c: 35.0 } };
+        let drift = Fault {
+            at_ns: 5 * S,
+            kind: FaultKind::Drift {
+                rate_c_per_s: 3.0,
+                max_c: 35.0,
+            },
+        };
         let (steps, alerts) = run(vec![drift], 30);
-        let AlertEvent::Raised { onset_ns, raised_ns, .. } = alerts[0] else { panic!("{alerts:?}") };
+        let AlertEvent::Raised {
+            onset_ns, raised_ns, ..
+        } = alerts[0]
+        else {
+            panic!("{alerts:?}")
+        };
         let gap = raised_ns - onset_ns;
         assert!(gap > 3 * S && gap <= 3 * S + 50_000_000, "alert {gap} ns after onset");
         // Onset: the drift passes the 6 °C band about 2 s after injection.
@@ -237,10 +271,20 @@ mod tests {
 
     #[test]
     fn short_spike_is_observed_not_alerted() {
-        let spike = Fault { at_ns: 5 * S, kind: FaultKind::Spike { delta_c: 15.0, duration_ns: 2 * S } };
+        let spike = Fault {
+            at_ns: 5 * S,
+            kind: FaultKind::Spike {
+                delta_c: 15.0,
+                duration_ns: 2 * S,
+            },
+        };
         let (steps, alerts) = run(vec![spike], 15);
         assert!(alerts.is_empty(), "{alerts:?}");
         assert!(steps.iter().any(|s| s.state == TwinState::Excursion));
-        assert!(steps.iter().any(|s| matches!(s.excursion, Some(TimerAction::ExcursionEnded { .. }))));
+        assert!(
+            steps
+                .iter()
+                .any(|s| matches!(s.excursion, Some(TimerAction::ExcursionEnded { .. })))
+        );
     }
 }

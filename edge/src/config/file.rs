@@ -1,0 +1,881 @@
+//! The configuration file as written: serde structs, units in key names.
+//!
+//! Every struct denies unknown keys (a typo is an error, not a silent
+//! default) and names its defaults with functions.
+
+use super::*;
+use serde::Deserialize;
+
+/// The whole file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// `[node]`
+    pub node: NodeSection,
+    /// `[line]`
+    pub line: LineSection,
+    /// `[control]`
+    #[serde(default)]
+    pub control: ControlSection,
+    /// `[[axes]]`
+    #[serde(default)]
+    pub axes: Vec<AxisSection>,
+    /// `[[cells]]`
+    #[serde(default)]
+    pub cells: Vec<CellSection>,
+    /// `[[assets]]`
+    #[serde(default)]
+    pub assets: Vec<AssetSection>,
+    /// `[[rules]]`
+    #[serde(default)]
+    pub rules: Vec<RuleSection>,
+    /// `[analysis]`
+    #[serde(default)]
+    pub analysis: AnalysisSection,
+    /// `[bus]`
+    #[serde(default)]
+    pub bus: BusSection,
+    /// `[outbox]`
+    #[serde(default)]
+    pub outbox: OutboxSection,
+    /// `[mes]`
+    #[serde(default)]
+    pub mes: MesSection,
+    /// `[dashboard]`
+    #[serde(default)]
+    pub dashboard: DashboardSection,
+    /// `[clock]`
+    #[serde(default)]
+    pub clock: ClockSection,
+    /// `[sim]`
+    #[serde(default)]
+    pub sim: SimSection,
+}
+
+/// `[node]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSection {
+    /// Node id.
+    pub id: String,
+    /// State directory.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+}
+fn default_state_dir() -> PathBuf {
+    PathBuf::from(".triad-state")
+}
+
+/// `[line]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LineSection {
+    /// Line id.
+    pub id: String,
+}
+
+/// `[control]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlSection {
+    /// Cycle period, µs.
+    #[serde(default = "default_cycle_us")]
+    pub cycle_us: u64,
+    /// Input staleness limit, ms.
+    #[serde(default = "default_input_stale_ms")]
+    pub input_stale_ms: u64,
+    /// Watchdog, ms.
+    #[serde(default = "default_watchdog_ms")]
+    pub watchdog_ms: u64,
+    /// SCHED_FIFO priority, 0 = off.
+    #[serde(default = "default_rt_priority")]
+    pub rt_priority: i32,
+    /// CPU to pin to, -1 = any.
+    #[serde(default = "default_cpu")]
+    pub cpu: i64,
+    /// Telemetry decimation.
+    #[serde(default = "default_telemetry_every")]
+    pub telemetry_every_cycles: u32,
+}
+fn default_cycle_us() -> u64 {
+    1000
+}
+fn default_input_stale_ms() -> u64 {
+    20
+}
+fn default_watchdog_ms() -> u64 {
+    100
+}
+fn default_rt_priority() -> i32 {
+    80
+}
+fn default_cpu() -> i64 {
+    -1
+}
+fn default_telemetry_every() -> u32 {
+    50
+}
+impl Default for ControlSection {
+    fn default() -> Self {
+        Self {
+            cycle_us: default_cycle_us(),
+            input_stale_ms: default_input_stale_ms(),
+            watchdog_ms: default_watchdog_ms(),
+            rt_priority: default_rt_priority(),
+            cpu: default_cpu(),
+            telemetry_every_cycles: default_telemetry_every(),
+        }
+    }
+}
+
+/// `[[axes]]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AxisSection {
+    /// Id.
+    pub id: String,
+    /// Nominal rate, PPM.
+    pub nominal_ppm: f64,
+    /// Minimum commanded rate, PPM.
+    #[serde(default = "default_min_ppm")]
+    pub min_ppm: f64,
+    /// Maximum commanded rate, PPM.
+    pub max_ppm: f64,
+    /// Weld current, A.
+    pub weld_current_a: f64,
+    /// Start feeding at once.
+    #[serde(default)]
+    pub start_running: bool,
+}
+fn default_min_ppm() -> f64 {
+    1.0
+}
+
+/// `[[cells]]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CellSection {
+    /// Id.
+    pub id: String,
+    /// Axis.
+    pub axis: String,
+    /// Model directory.
+    #[serde(default)]
+    pub model_dir: Option<PathBuf>,
+    /// ROI `[x, y, w, h]`, px.
+    pub roi: Vec<u32>,
+    /// Threshold.
+    #[serde(default = "default_threshold")]
+    pub threshold: f32,
+    /// Modules per batch.
+    #[serde(default = "default_modules_per_batch")]
+    pub modules_per_batch: u64,
+}
+fn default_threshold() -> f32 {
+    0.5
+}
+fn default_modules_per_batch() -> u64 {
+    1
+}
+
+/// `[[assets]]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssetSection {
+    /// Id.
+    pub id: String,
+    /// Axis.
+    pub axis: String,
+    /// Cell.
+    pub cell: String,
+    /// Band half-width, °C.
+    #[serde(default = "default_band_c")]
+    pub band_c: f64,
+    /// Persistence, ms.
+    #[serde(default = "default_persistence_ms")]
+    pub persistence_ms: u64,
+    /// Clear time, ms.
+    #[serde(default = "default_clear_ms")]
+    pub clear_ms: u64,
+}
+fn default_band_c() -> f64 {
+    6.0
+}
+fn default_persistence_ms() -> u64 {
+    3000
+}
+fn default_clear_ms() -> u64 {
+    1000
+}
+
+/// `[[rules]]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSection {
+    /// Rule kind; only `derate_on_alert` exists.
+    pub kind: String,
+    /// Asset.
+    pub asset: String,
+    /// Axis.
+    pub axis: String,
+    /// Derated rate, PPM.
+    pub derate_ppm: f64,
+}
+
+/// `[analysis]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnalysisSection {
+    /// Batches to analyse.
+    #[serde(default = "default_batches")]
+    pub batches: usize,
+    /// Commissioning defect rate.
+    #[serde(default = "default_prior_rate")]
+    pub prior_defect_rate: f64,
+    /// Its weight, frames.
+    #[serde(default = "default_prior_weight")]
+    pub prior_weight_frames: f64,
+}
+fn default_batches() -> usize {
+    3
+}
+fn default_prior_rate() -> f64 {
+    0.02
+}
+fn default_prior_weight() -> f64 {
+    200.0
+}
+impl Default for AnalysisSection {
+    fn default() -> Self {
+        Self {
+            batches: default_batches(),
+            prior_defect_rate: default_prior_rate(),
+            prior_weight_frames: default_prior_weight(),
+        }
+    }
+}
+
+/// `[bus]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BusSection {
+    /// `embedded` or `pulsar`.
+    #[serde(default = "default_backend")]
+    pub backend: String,
+    /// Pulsar service URL.
+    #[serde(default)]
+    pub url: Option<String>,
+}
+fn default_backend() -> String {
+    "embedded".into()
+}
+impl Default for BusSection {
+    fn default() -> Self {
+        Self {
+            backend: default_backend(),
+            url: None,
+        }
+    }
+}
+
+/// `[outbox]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboxSection {
+    /// Maximum pending entries.
+    #[serde(default = "default_max_entries")]
+    pub max_entries: u64,
+    /// Maximum pending payload, MiB.
+    #[serde(default = "default_max_mb")]
+    pub max_mb: u64,
+}
+fn default_max_entries() -> u64 {
+    200_000
+}
+fn default_max_mb() -> u64 {
+    256
+}
+impl Default for OutboxSection {
+    fn default() -> Self {
+        Self {
+            max_entries: default_max_entries(),
+            max_mb: default_max_mb(),
+        }
+    }
+}
+
+/// `[mes]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MesSection {
+    /// Work-order endpoint.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Request timeout, ms.
+    #[serde(default = "default_mes_timeout")]
+    pub timeout_ms: u64,
+    /// First retry delay, ms.
+    #[serde(default = "default_retry_initial")]
+    pub retry_initial_ms: u64,
+    /// Longest retry delay, ms.
+    #[serde(default = "default_retry_max")]
+    pub retry_max_ms: u64,
+}
+fn default_mes_timeout() -> u64 {
+    2000
+}
+fn default_retry_initial() -> u64 {
+    200
+}
+fn default_retry_max() -> u64 {
+    5000
+}
+impl Default for MesSection {
+    fn default() -> Self {
+        Self {
+            url: None,
+            timeout_ms: default_mes_timeout(),
+            retry_initial_ms: default_retry_initial(),
+            retry_max_ms: default_retry_max(),
+        }
+    }
+}
+
+/// `[dashboard]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DashboardSection {
+    /// Listen address.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+}
+fn default_listen() -> String {
+    "127.0.0.1:8480".into()
+}
+impl Default for DashboardSection {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+        }
+    }
+}
+
+/// `[clock]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClockSection {
+    /// `system`.
+    #[serde(default = "default_clock")]
+    pub backend: String,
+}
+fn default_clock() -> String {
+    "system".into()
+}
+impl Default for ClockSection {
+    fn default() -> Self {
+        Self {
+            backend: default_clock(),
+        }
+    }
+}
+
+/// `[sim]`
+#[derive(Clone, Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SimSection {
+    /// Seed of the simulated line and camera.
+    #[serde(default)]
+    pub seed: u64,
+}
+
+/// Collects problems while validating.
+struct Problems(Vec<ConfigProblem>);
+
+impl Problems {
+    fn add(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.0.push(ConfigProblem {
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+    fn range<T: PartialOrd + fmt::Display + Copy>(&mut self, key: &str, value: T, lo: T, hi: T, unit: &str, fix: &str) {
+        if !(value >= lo && value <= hi) {
+            self.add(key, format!("{value} is outside {lo}..={hi} {unit}; {fix}"));
+        }
+    }
+    fn id<T>(&mut self, key: &str, r: Result<T, triad_schemas::ids::IdError>) -> Option<T> {
+        match r {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.add(key, e.to_string());
+                None
+            }
+        }
+    }
+}
+
+impl FileConfig {
+    /// Check everything and build the typed config.
+    pub fn validate(self) -> Result<NodeConfig, Vec<ConfigProblem>> {
+        let mut p = Problems(Vec::new());
+        let node = p.id("node.id", NodeId::new(self.node.id.clone()));
+        let line = p.id("line.id", LineId::new(self.line.id.clone()));
+
+        let c = &self.control;
+        p.range(
+            "control.cycle_us",
+            c.cycle_us,
+            100,
+            100_000,
+            "µs",
+            "set the line's control period (1000 = 1 kHz)",
+        );
+        let min_stale = (2 * c.cycle_us).div_ceil(1000).max(1);
+        p.range(
+            "control.input_stale_ms",
+            c.input_stale_ms,
+            min_stale,
+            10_000,
+            "ms",
+            "allow at least two cycles, at most 10 s",
+        );
+        p.range(
+            "control.watchdog_ms",
+            c.watchdog_ms,
+            1,
+            10_000,
+            "ms",
+            "use a few cycle periods, e.g. 100",
+        );
+        p.range(
+            "control.rt_priority",
+            c.rt_priority,
+            0,
+            99,
+            "",
+            "1-99 asks for SCHED_FIFO, 0 runs at normal priority",
+        );
+        let cpus = std::thread::available_parallelism()
+            .map(|n| n.get() as i64)
+            .unwrap_or(1);
+        if c.cpu < -1 || c.cpu >= cpus {
+            p.add(
+                "control.cpu",
+                format!(
+                    "{} but this machine has CPUs 0..={}; use -1 to leave it to the scheduler",
+                    c.cpu,
+                    cpus - 1
+                ),
+            );
+        }
+        p.range(
+            "control.telemetry_every_cycles",
+            c.telemetry_every_cycles,
+            1,
+            10_000,
+            "cycles",
+            "50 gives 20 Hz at 1 kHz",
+        );
+
+        if self.axes.is_empty() {
+            p.add("axes", "no axis configured; add an [[axes]] table");
+        }
+        let mut axes = Vec::new();
+        for (i, a) in self.axes.iter().enumerate() {
+            let k = |f: &str| format!("axes[{i}].{f}");
+            let id = p.id(&k("id"), AxisId::new(a.id.clone()));
+            if self.axes.iter().filter(|b| b.id == a.id).count() > 1 {
+                p.add(
+                    k("id"),
+                    format!("{:?} is used by more than one axis; ids must be unique", a.id),
+                );
+            }
+            p.range(
+                &k("max_ppm"),
+                a.max_ppm,
+                0.1,
+                600.0,
+                "PPM",
+                "set the axis' mechanical limit",
+            );
+            if !(a.min_ppm > 0.0 && a.min_ppm <= a.nominal_ppm && a.nominal_ppm <= a.max_ppm) {
+                p.add(
+                    k("nominal_ppm"),
+                    format!(
+                        "need 0 < min_ppm ({}) <= nominal_ppm ({}) <= max_ppm ({})",
+                        a.min_ppm, a.nominal_ppm, a.max_ppm
+                    ),
+                );
+            }
+            p.range(
+                &k("weld_current_a"),
+                a.weld_current_a,
+                1.0,
+                50_000.0,
+                "A",
+                "set the weld schedule's current",
+            );
+            if let Some(id) = id {
+                axes.push(AxisConfig {
+                    id,
+                    nominal_ppm: a.nominal_ppm,
+                    min_ppm: a.min_ppm,
+                    max_ppm: a.max_ppm,
+                    weld_current_a: a.weld_current_a,
+                    start_running: a.start_running,
+                });
+            }
+        }
+        let axis_ref = |p: &mut Problems, key: String, name: &str| -> Option<AxisId> {
+            match self.axes.iter().find(|a| a.id == name) {
+                Some(_) => AxisId::new(name).ok(),
+                None => {
+                    let known: Vec<&str> = self.axes.iter().map(|a| a.id.as_str()).collect();
+                    p.add(key, format!("axis {name:?} is not configured; known axes: {known:?}"));
+                    None
+                }
+            }
+        };
+
+        let mut cells = Vec::new();
+        for (i, c) in self.cells.iter().enumerate() {
+            let k = |f: &str| format!("cells[{i}].{f}");
+            let id = p.id(&k("id"), CellId::new(c.id.clone()));
+            let axis = axis_ref(&mut p, k("axis"), &c.axis);
+            let roi: Option<[u32; 4]> = c.roi.clone().try_into().ok();
+            match roi {
+                Some([_, _, w, h]) if w > 0 && h > 0 => {}
+                _ => p.add(
+                    k("roi"),
+                    format!(
+                        "{:?}: give [x, y, width, height] in pixels, width and height > 0",
+                        c.roi
+                    ),
+                ),
+            }
+            if !(c.threshold > 0.0 && c.threshold < 1.0) {
+                p.add(
+                    k("threshold"),
+                    format!("{} is outside (0, 1); 0.5 is the usual choice", c.threshold),
+                );
+            }
+            p.range(
+                &k("modules_per_batch"),
+                c.modules_per_batch,
+                1,
+                1_000_000,
+                "modules",
+                "1 makes every module a batch",
+            );
+            if let Some(dir) = &c.model_dir
+                && !resolve(dir).join("model.onnx").exists()
+            {
+                p.add(
+                    k("model_dir"),
+                    format!("{} has no model.onnx; point it at a model directory or remove the key to use the built-in model", dir.display()),
+                );
+            }
+            if let (Some(id), Some(axis), Some(roi)) = (id, axis, roi) {
+                cells.push(CellConfig {
+                    id,
+                    axis,
+                    model_dir: c.model_dir.clone(),
+                    roi,
+                    threshold: c.threshold,
+                    modules_per_batch: c.modules_per_batch,
+                });
+            }
+        }
+
+        let mut assets = Vec::new();
+        for (i, a) in self.assets.iter().enumerate() {
+            let k = |f: &str| format!("assets[{i}].{f}");
+            let id = p.id(&k("id"), AssetId::new(a.id.clone()));
+            let axis = axis_ref(&mut p, k("axis"), &a.axis);
+            let cell = if self.cells.iter().any(|c| c.id == a.cell) {
+                CellId::new(a.cell.clone()).ok()
+            } else {
+                p.add(
+                    k("cell"),
+                    format!("cell {:?} is not configured; add it under [[cells]]", a.cell),
+                );
+                None
+            };
+            p.range(
+                &k("band_c"),
+                a.band_c,
+                0.01,
+                500.0,
+                "°C",
+                "use a few standard deviations of the nominal residual",
+            );
+            p.range(
+                &k("persistence_ms"),
+                a.persistence_ms,
+                100,
+                3_600_000,
+                "ms",
+                "3000 alerts after 3 s outside the band",
+            );
+            p.range(
+                &k("clear_ms"),
+                a.clear_ms,
+                0,
+                3_600_000,
+                "ms",
+                "time back inside the band before an alert clears",
+            );
+            if let (Some(id), Some(axis), Some(cell)) = (id, axis, cell) {
+                assets.push(AssetConfig {
+                    id,
+                    axis,
+                    cell,
+                    band_c: a.band_c,
+                    persistence: Duration::from_millis(a.persistence_ms),
+                    clear: Duration::from_millis(a.clear_ms),
+                });
+            }
+        }
+
+        let mut rules = Vec::new();
+        for (i, r) in self.rules.iter().enumerate() {
+            let k = |f: &str| format!("rules[{i}].{f}");
+            if r.kind != "derate_on_alert" {
+                p.add(
+                    k("kind"),
+                    format!("{:?} is not a rule kind; the only kind is \"derate_on_alert\"", r.kind),
+                );
+            }
+            let asset = if self.assets.iter().any(|a| a.id == r.asset) {
+                AssetId::new(r.asset.clone()).ok()
+            } else {
+                p.add(
+                    k("asset"),
+                    format!("asset {:?} is not configured; add it under [[assets]]", r.asset),
+                );
+                None
+            };
+            let axis = axis_ref(&mut p, k("axis"), &r.axis);
+            if let Some(a) = self.axes.iter().find(|a| a.id == r.axis)
+                && !(r.derate_ppm >= a.min_ppm && r.derate_ppm < a.nominal_ppm)
+            {
+                p.add(
+                    k("derate_ppm"),
+                    format!(
+                        "{} must be at least the axis' min_ppm ({}) and below its nominal_ppm ({})",
+                        r.derate_ppm, a.min_ppm, a.nominal_ppm
+                    ),
+                );
+            }
+            if let (Some(asset), Some(axis)) = (asset, axis) {
+                rules.push(DerateRule {
+                    asset,
+                    axis,
+                    derate_ppm: r.derate_ppm,
+                });
+            }
+        }
+
+        let an = &self.analysis;
+        p.range(
+            "analysis.batches",
+            an.batches,
+            1,
+            1000,
+            "batches",
+            "3 compares the last three batches",
+        );
+        if !(0.0..1.0).contains(&an.prior_defect_rate) {
+            p.add(
+                "analysis.prior_defect_rate",
+                format!("{} is outside [0, 1)", an.prior_defect_rate),
+            );
+        }
+        p.range(
+            "analysis.prior_weight_frames",
+            an.prior_weight_frames,
+            0.0,
+            1e9,
+            "frames",
+            "200 is a light prior",
+        );
+
+        let bus = match (self.bus.backend.as_str(), &self.bus.url) {
+            ("embedded", _) => Some(BusConfig::Embedded),
+            ("pulsar", Some(url)) if url.starts_with("pulsar://") || url.starts_with("pulsar+ssl://") => {
+                Some(BusConfig::Pulsar { url: url.clone() })
+            }
+            ("pulsar", _) => {
+                p.add(
+                    "bus.url",
+                    "the pulsar backend needs url = \"pulsar://host:6650\" (or pulsar+ssl://)",
+                );
+                None
+            }
+            (other, _) => {
+                p.add(
+                    "bus.backend",
+                    format!("{other:?} is not a backend; use \"embedded\" or \"pulsar\""),
+                );
+                None
+            }
+        };
+
+        p.range(
+            "outbox.max_entries",
+            self.outbox.max_entries,
+            1,
+            1_000_000_000,
+            "entries",
+            "size it for the longest broker outage",
+        );
+        p.range(
+            "outbox.max_mb",
+            self.outbox.max_mb,
+            1,
+            1_000_000,
+            "MiB",
+            "size it for the longest broker outage",
+        );
+
+        let m = &self.mes;
+        if let Some(url) = &m.url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            p.add("mes.url", format!("{url:?} is not an http:// or https:// URL"));
+        }
+        p.range("mes.timeout_ms", m.timeout_ms, 1, 600_000, "ms", "2000 suits most MES");
+        p.range(
+            "mes.retry_initial_ms",
+            m.retry_initial_ms,
+            1,
+            600_000,
+            "ms",
+            "200 is a good first retry",
+        );
+        if m.retry_max_ms < m.retry_initial_ms {
+            p.add(
+                "mes.retry_max_ms",
+                format!("{} is below retry_initial_ms ({})", m.retry_max_ms, m.retry_initial_ms),
+            );
+        }
+
+        let listen = match self.dashboard.listen.parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                p.add(
+                    "dashboard.listen",
+                    format!(
+                        "{:?} is not an address:port, e.g. \"127.0.0.1:8480\"",
+                        self.dashboard.listen
+                    ),
+                );
+                None
+            }
+        };
+        let clock = match self.clock.backend.as_str() {
+            "system" => Some(ClockBackend::System),
+            other => {
+                p.add(
+                    "clock.backend",
+                    format!("{other:?} is not available in this version; use \"system\" (PTP backends are planned)"),
+                );
+                None
+            }
+        };
+
+        if !p.0.is_empty() {
+            return Err(p.0);
+        }
+        let c = self.control;
+        Ok(NodeConfig {
+            node: node.expect("checked"),
+            state_dir: self.node.state_dir,
+            line: line.expect("checked"),
+            control: ControlConfig {
+                cycle: Duration::from_micros(c.cycle_us),
+                input_stale: Duration::from_millis(c.input_stale_ms),
+                watchdog: Duration::from_millis(c.watchdog_ms),
+                rt_priority: (c.rt_priority > 0).then_some(c.rt_priority),
+                cpu: (c.cpu >= 0).then_some(c.cpu as usize),
+                telemetry_every_cycles: c.telemetry_every_cycles,
+            },
+            axes,
+            cells,
+            assets,
+            rules,
+            analysis: AnalysisSettings {
+                batches: an.batches,
+                prior_defect_rate: an.prior_defect_rate,
+                prior_weight_frames: an.prior_weight_frames,
+            },
+            bus: bus.expect("checked"),
+            outbox: OutboxLimits {
+                max_entries: self.outbox.max_entries,
+                max_bytes: self.outbox.max_mb * 1024 * 1024,
+            },
+            mes: MesConfig {
+                url: m.url.clone(),
+                timeout: Duration::from_millis(m.timeout_ms),
+                retry_initial: Duration::from_millis(m.retry_initial_ms),
+                retry_max: Duration::from_millis(m.retry_max_ms),
+            },
+            dashboard_listen: listen.expect("checked"),
+            clock: clock.expect("checked"),
+            sim_seed: self.sim.seed,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_config_is_valid() {
+        let cfg = from_toml_str(DEFAULT_TOML).unwrap();
+        assert_eq!(cfg.axes[0].id.as_str(), "axis_07");
+        assert_eq!(cfg.control.cycle, Duration::from_millis(1));
+        assert_eq!(cfg.assets[0].persistence, Duration::from_secs(3));
+        assert_eq!(cfg.rules[0].derate_ppm, 8.0);
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_key_value_and_fix() {
+        let bad = DEFAULT_TOML
+            .replace("cycle_us = 1000", "cycle_us = 5")
+            .replace("axis = \"axis_07\"\nmodel_dir", "axis = \"axis_99\"\nmodel_dir")
+            .replace("derate_ppm = 8.0", "derate_ppm = 20.0")
+            .replace("band_c = 6.0", "band_c = -1.0")
+            .replace("listen = \"127.0.0.1:8480\"", "listen = \"nowhere\"");
+        let bad = bad.replacen("axis = \"axis_07\"", "axis = \"axis_99\"", 1);
+        let err = from_toml_str(&bad).unwrap_err();
+        let text = err.to_string();
+        for needle in [
+            "control.cycle_us: 5 is outside 100..=100000 µs",
+            "cells[0].axis: axis \"axis_99\" is not configured",
+            "rules[0].derate_ppm: 20 must be",
+            "assets[0].band_c: -1 is outside",
+            "dashboard.listen: \"nowhere\" is not an address:port",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+        }
+        assert_eq!(err.problems.len(), 5, "{text}");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let err = from_toml_str(&DEFAULT_TOML.replace("[line]\nid = \"line_1\"", "[line]\nid = \"line_1\"\nspeed = 3"))
+            .unwrap_err();
+        assert!(err.to_string().contains("unknown field `speed`"), "{err}");
+    }
+
+    #[test]
+    fn bad_ids_are_named() {
+        let err = from_toml_str(&DEFAULT_TOML.replace("id = \"edge-01\"", "id = \"Edge 01\"")).unwrap_err();
+        assert!(
+            err.to_string().contains("node.id: invalid node id \"Edge 01\""),
+            "{err}"
+        );
+    }
+}

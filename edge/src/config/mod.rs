@@ -1,0 +1,311 @@
+//! Configuration: one TOML file, overridable by environment, validated with
+//! errors that name the key, the allowed range, the value and the fix.
+//!
+//! Two layers, as in statime: [`file`] holds the serde structs exactly as
+//! written (units in the key names, `deny_unknown_fields`), and [`NodeConfig`]
+//! is what the node uses (ids validated, durations as [`Duration`], cross
+//! references resolved). [`load`] goes from one to the other and reports
+//! every problem at once.
+//!
+//! Environment overrides use the prefix `TRIAD_` and `__` between levels:
+//! `TRIAD_DASHBOARD__LISTEN=127.0.0.1:9000`, `TRIAD_MES__URL=http://…`.
+
+pub mod file;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use triad_schemas::ids::{AssetId, AxisId, CellId, LineId, NodeId};
+
+/// The embedded default configuration (`triad run --sim` with no `--config`).
+pub const DEFAULT_TOML: &str = include_str!("default.toml");
+
+/// One problem in the configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConfigProblem {
+    /// Dotted key, e.g. `control.cycle_us` or `cells[0].axis`.
+    pub key: String,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+/// The configuration was refused; every problem is listed.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError {
+    /// Where it came from.
+    pub source_name: String,
+    /// All problems found.
+    pub problems: Vec<ConfigProblem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "configuration {} has {} problem(s):",
+            self.source_name,
+            self.problems.len()
+        )?;
+        for p in &self.problems {
+            writeln!(f, "  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Typed, validated configuration of the node.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// Node id (goes into every envelope).
+    pub node: NodeId,
+    /// Where durable state lives.
+    pub state_dir: PathBuf,
+    /// Line id.
+    pub line: LineId,
+    /// Control thread settings.
+    pub control: ControlConfig,
+    /// Axes (the sim runs the first one).
+    pub axes: Vec<AxisConfig>,
+    /// Inspection cells.
+    pub cells: Vec<CellConfig>,
+    /// Twin assets.
+    pub assets: Vec<AssetConfig>,
+    /// Derate rules.
+    pub rules: Vec<DerateRule>,
+    /// Analysis settings.
+    pub analysis: AnalysisSettings,
+    /// Bus backend.
+    pub bus: BusConfig,
+    /// Outbox limits.
+    pub outbox: OutboxLimits,
+    /// MES connector.
+    pub mes: MesConfig,
+    /// Dashboard listen address.
+    pub dashboard_listen: SocketAddr,
+    /// Clock backend.
+    pub clock: ClockBackend,
+    /// Simulation seed.
+    pub sim_seed: u64,
+}
+
+/// Control thread settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ControlConfig {
+    /// Cycle period.
+    pub cycle: Duration,
+    /// Input staleness limit.
+    pub input_stale: Duration,
+    /// Wake-up lateness that trips the watchdog.
+    pub watchdog: Duration,
+    /// SCHED_FIFO priority, `None` = do not ask.
+    pub rt_priority: Option<i32>,
+    /// CPU to pin to.
+    pub cpu: Option<usize>,
+    /// Telemetry decimation.
+    pub telemetry_every_cycles: u32,
+}
+
+/// One axis.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AxisConfig {
+    /// Id.
+    pub id: AxisId,
+    /// Rate after start and after `Resume`, PPM.
+    pub nominal_ppm: f64,
+    /// Lowest rate a command may set, PPM.
+    pub min_ppm: f64,
+    /// Highest rate a command may set, PPM.
+    pub max_ppm: f64,
+    /// Weld current while running, A.
+    pub weld_current_a: f64,
+    /// Start feeding at once (the sim) or wait for a `Start` command.
+    pub start_running: bool,
+}
+
+/// One inspection cell.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CellConfig {
+    /// Id.
+    pub id: CellId,
+    /// Axis feeding it.
+    pub axis: AxisId,
+    /// Model directory; `None` = the built-in model.
+    pub model_dir: Option<PathBuf>,
+    /// ROI `[x, y, w, h]`.
+    pub roi: [u32; 4],
+    /// Defect probability threshold.
+    pub threshold: f32,
+    /// Modules per batch.
+    pub modules_per_batch: u64,
+}
+
+/// One twin asset.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AssetConfig {
+    /// Id.
+    pub id: AssetId,
+    /// Axis whose process it models.
+    pub axis: AxisId,
+    /// Cell that inspects its output.
+    pub cell: CellId,
+    /// Residual band half-width, °C.
+    pub band_c: f64,
+    /// Persistence time.
+    pub persistence: Duration,
+    /// Clear time.
+    pub clear: Duration,
+}
+
+/// `derate_on_alert` rule.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DerateRule {
+    /// Asset whose alert triggers it.
+    pub asset: AssetId,
+    /// Axis to derate.
+    pub axis: AxisId,
+    /// Target rate, PPM.
+    pub derate_ppm: f64,
+}
+
+/// Analysis settings.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AnalysisSettings {
+    /// Batches to analyse.
+    pub batches: usize,
+    /// Commissioning defect rate.
+    pub prior_defect_rate: f64,
+    /// Its weight in frames.
+    pub prior_weight_frames: f64,
+}
+
+/// Bus backend.
+#[derive(Clone, Debug, PartialEq)]
+pub enum BusConfig {
+    /// In-process.
+    Embedded,
+    /// Apache Pulsar (not in this version).
+    Pulsar {
+        /// Service URL.
+        url: String,
+    },
+}
+
+/// Outbox limits.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct OutboxLimits {
+    /// Maximum pending entries.
+    pub max_entries: u64,
+    /// Maximum pending payload bytes.
+    pub max_bytes: u64,
+}
+
+/// MES connector.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MesConfig {
+    /// Where work orders are POSTed; `None` = topic only.
+    pub url: Option<String>,
+    /// Per-request timeout.
+    pub timeout: Duration,
+    /// First retry delay.
+    pub retry_initial: Duration,
+    /// Longest retry delay.
+    pub retry_max: Duration,
+}
+
+/// Clock backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClockBackend {
+    /// CLOCK_REALTIME, free-running.
+    System,
+}
+
+impl NodeConfig {
+    /// Axis by id.
+    pub fn axis(&self, id: &AxisId) -> Option<&AxisConfig> {
+        self.axes.iter().find(|a| &a.id == id)
+    }
+}
+
+/// Where configuration text comes from.
+#[derive(Clone, Debug)]
+pub enum ConfigSource {
+    /// The embedded default.
+    Default,
+    /// A file.
+    File(PathBuf),
+}
+
+/// Load, apply `TRIAD_*` environment overrides, and validate.
+pub fn load(source: &ConfigSource) -> Result<NodeConfig, ConfigError> {
+    use figment::Figment;
+    use figment::providers::{Env, Format, Toml};
+    let (name, fig) = match source {
+        ConfigSource::Default => (
+            "(built-in default)".to_string(),
+            Figment::from(Toml::string(DEFAULT_TOML)),
+        ),
+        ConfigSource::File(p) => {
+            if !p.exists() {
+                return Err(ConfigError {
+                    source_name: p.display().to_string(),
+                    problems: vec![ConfigProblem {
+                        key: "(file)".into(),
+                        message: "file not found: check the path, or run without --config for the built-in default"
+                            .into(),
+                    }],
+                });
+            }
+            (p.display().to_string(), Figment::from(Toml::file_exact(p)))
+        }
+    };
+    let fig = fig.merge(Env::prefixed("TRIAD_").split("__"));
+    let raw: file::FileConfig = fig.extract().map_err(|e| ConfigError {
+        source_name: name.clone(),
+        problems: e
+            .into_iter()
+            .map(|e| ConfigProblem {
+                key: if e.path.is_empty() {
+                    "(file)".into()
+                } else {
+                    e.path.join(".")
+                },
+                message: format!("{}; see docs/configuration.md", e.kind),
+            })
+            .collect(),
+    })?;
+    raw.validate().map_err(|problems| ConfigError {
+        source_name: name,
+        problems,
+    })
+}
+
+/// Parse a TOML text (no environment), for tests and `check-config` of text.
+pub fn from_toml_str(text: &str) -> Result<NodeConfig, ConfigError> {
+    let raw: file::FileConfig = toml::from_str(text).map_err(|e| ConfigError {
+        source_name: "(text)".into(),
+        problems: vec![ConfigProblem {
+            key: "(toml)".into(),
+            message: e.to_string(),
+        }],
+    })?;
+    raw.validate().map_err(|problems| ConfigError {
+        source_name: "(text)".into(),
+        problems,
+    })
+}
+
+/// Resolve a path from the config relative to the working directory.
+pub fn resolve(path: &Path) -> PathBuf {
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir().unwrap_or_default().join(path)
+    }
+}

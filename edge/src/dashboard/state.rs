@@ -1,0 +1,353 @@
+//! What the dashboard shows: one snapshot of the node, updated by the tasks
+//! that know each part, served as JSON at `/api/state`.
+
+use serde::Serialize;
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+/// Points kept in the temperature chart (at 5 Hz: two minutes).
+pub const SERIES_LEN: usize = 600;
+/// Recent inspection results kept.
+pub const RECENT_LEN: usize = 30;
+/// Events kept in the log.
+pub const EVENTS_LEN: usize = 60;
+
+/// The node.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct NodeView {
+    /// Node id.
+    pub id: String,
+    /// Software version.
+    pub version: String,
+    /// Line id.
+    pub line: String,
+    /// Scenario (sim).
+    pub scenario: String,
+    /// Start, ns.
+    pub started_ns: i64,
+    /// Clock backend and state.
+    pub clock: String,
+    /// Bus backend.
+    pub bus: String,
+}
+
+/// The axis.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct AxisView {
+    /// Axis id.
+    pub id: String,
+    /// Mode.
+    pub mode: String,
+    /// Set-point, PPM.
+    pub ppm_setpoint: f64,
+    /// Actual, PPM.
+    pub ppm_actual: f64,
+    /// Weld temperature, °C.
+    pub weld_temp_c: f64,
+    /// Weld current, A.
+    pub weld_current_a: f64,
+    /// Modules finished.
+    pub parts_total: u64,
+    /// Safe-state reason.
+    pub safe_state_reason: Option<String>,
+    /// Stack light colour: green (running), amber (derated/stopped), red (safe state).
+    pub stack_light: String,
+}
+
+/// The twin.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct TwinView {
+    /// Asset id.
+    pub asset: String,
+    /// Measured, °C.
+    pub measured_c: f64,
+    /// Predicted, °C.
+    pub predicted_c: f64,
+    /// Residual, °C.
+    pub residual_c: f64,
+    /// Band, °C.
+    pub band_c: f64,
+    /// State.
+    pub state: String,
+    /// Health.
+    pub health: f64,
+    /// RUL, s.
+    pub rul_s: Option<f64>,
+    /// Outside since, ns.
+    pub outside_since_ns: Option<i64>,
+}
+
+/// One chart point.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct SeriesPoint {
+    /// Time, ns.
+    pub t_ns: i64,
+    /// Measured, °C.
+    pub measured_c: f64,
+    /// Predicted, °C.
+    pub predicted_c: f64,
+    /// Band, °C.
+    pub band_c: f64,
+    /// Actual rate, PPM.
+    pub ppm: f64,
+}
+
+/// One recent inspection.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RecentResult {
+    /// Sequence.
+    pub sequence: i64,
+    /// Part.
+    pub part_id: String,
+    /// Weld.
+    pub weld_index: i32,
+    /// Batch.
+    pub batch_id: String,
+    /// Pass/Fail.
+    pub verdict: String,
+    /// Defects as "class (score)".
+    pub defects: Vec<String>,
+    /// Latency, µs.
+    pub latency_us: i64,
+    /// Stamp, ns.
+    pub stamp_ns: i64,
+}
+
+/// Inspection totals.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct InspectionView {
+    /// Cell id.
+    pub cell: String,
+    /// Model name and version.
+    pub model: String,
+    /// Frames inspected.
+    pub frames: u64,
+    /// Defective frames.
+    pub defects: u64,
+    /// Frames lost before inspection.
+    pub dropped: u64,
+    /// Frames that failed to inspect.
+    pub errors: u64,
+    /// Defect rate of the last 50 frames.
+    pub recent_defect_rate: f64,
+    /// Most recent results, newest first.
+    pub recent: VecDeque<RecentResult>,
+    #[serde(skip)]
+    window: VecDeque<bool>,
+}
+
+impl InspectionView {
+    /// Count a verdict in the sliding window.
+    pub fn push_verdict(&mut self, defective: bool) {
+        self.window.push_back(defective);
+        if self.window.len() > 50 {
+            self.window.pop_front();
+        }
+        self.recent_defect_rate = self.window.iter().filter(|d| **d).count() as f64 / self.window.len() as f64;
+    }
+}
+
+/// An alert.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct AlertView {
+    /// Id.
+    pub alert_id: String,
+    /// Asset.
+    pub asset: String,
+    /// Raised / Cleared / Acknowledged.
+    pub state: String,
+    /// Severity.
+    pub severity: String,
+    /// Text.
+    pub message: String,
+    /// Onset, ns.
+    pub onset_ns: i64,
+    /// Raised, ns.
+    pub raised_ns: i64,
+    /// Cleared, ns.
+    pub cleared_ns: Option<i64>,
+}
+
+/// A work order and its delivery.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct WorkOrderView {
+    /// Id.
+    pub work_order_id: String,
+    /// Priority.
+    pub priority: String,
+    /// Defect probability.
+    pub defect_probability: f64,
+    /// Summary.
+    pub summary: String,
+    /// Issued, ns.
+    pub issued_ns: i64,
+    /// Accepted by the MES, ns.
+    pub delivered_ns: Option<i64>,
+    /// POST attempts.
+    pub attempts: u32,
+    /// Last failure.
+    pub last_error: Option<String>,
+    /// Refused for good (dead letter).
+    pub refused: bool,
+}
+
+/// The closed loop's timestamps.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ChainView {
+    /// Alert id.
+    pub alert_id: String,
+    /// Residual left the band, ns.
+    pub fault_onset_ns: Option<i64>,
+    /// Alert raised, ns.
+    pub alert_ns: Option<i64>,
+    /// Derate applied, ns.
+    pub derate_ns: Option<i64>,
+    /// Analysis done, ns.
+    pub analysis_ns: Option<i64>,
+    /// Work order issued, ns.
+    pub workorder_ns: Option<i64>,
+    /// Work order accepted by the MES, ns.
+    pub mes_accepted_ns: Option<i64>,
+    /// Estimated defect probability.
+    pub defect_probability: Option<f64>,
+    /// Rate before, PPM.
+    pub ppm_before: Option<f64>,
+    /// Rate after, PPM.
+    pub ppm_after: Option<f64>,
+}
+
+/// Control loop figures.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ControlView {
+    /// Cycles.
+    pub cycles: u64,
+    /// Overruns.
+    pub overruns: u64,
+    /// Jitter p99, µs.
+    pub jitter_p99_us: f64,
+    /// Jitter max, µs.
+    pub jitter_max_us: f64,
+    /// Real-time status.
+    pub rt: String,
+    /// Cycle period, µs.
+    pub cycle_us: u64,
+}
+
+/// Outbox sizes.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct OutboxView {
+    /// Pending bus messages.
+    pub pending_bus: u64,
+    /// Pending MES messages.
+    pub pending_mes: u64,
+    /// Dead letters.
+    pub dead_letters: u64,
+}
+
+/// A line in the event log.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct EventView {
+    /// Time, ns.
+    pub t_ns: i64,
+    /// Kind (alert, derate, command, excursion, safe-state, mes).
+    pub kind: String,
+    /// Text.
+    pub text: String,
+}
+
+/// Everything.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Snapshot {
+    /// Node.
+    pub node: NodeView,
+    /// Axis.
+    pub axis: AxisView,
+    /// Twin.
+    pub twin: TwinView,
+    /// Chart.
+    pub series: VecDeque<SeriesPoint>,
+    /// Inspection.
+    pub inspection: InspectionView,
+    /// Alerts, newest last.
+    pub alerts: Vec<AlertView>,
+    /// Work orders, newest last.
+    pub work_orders: Vec<WorkOrderView>,
+    /// Latest closed-loop chain.
+    pub chain: Option<ChainView>,
+    /// Control figures.
+    pub control: ControlView,
+    /// Outbox.
+    pub outbox: OutboxView,
+    /// Event log, newest last.
+    pub events: VecDeque<EventView>,
+}
+
+/// The shared, mutable snapshot.
+#[derive(Debug, Default)]
+pub struct LiveState {
+    inner: Mutex<Snapshot>,
+}
+
+impl LiveState {
+    /// Change the snapshot.
+    pub fn update<R>(&self, f: impl FnOnce(&mut Snapshot) -> R) -> R {
+        f(&mut self.inner.lock().expect("live state poisoned"))
+    }
+
+    /// A copy.
+    pub fn snapshot(&self) -> Snapshot {
+        self.inner.lock().expect("live state poisoned").clone()
+    }
+
+    /// Add a line to the event log.
+    pub fn event(&self, t_ns: i64, kind: &str, text: impl Into<String>) {
+        self.update(|s| {
+            s.events.push_back(EventView {
+                t_ns,
+                kind: kind.into(),
+                text: text.into(),
+            });
+            if s.events.len() > EVENTS_LEN {
+                s.events.pop_front();
+            }
+        })
+    }
+
+    fn with_wo(&self, id: &str, f: impl FnOnce(&mut WorkOrderView)) {
+        self.update(|s| {
+            if let Some(w) = s.work_orders.iter_mut().find(|w| w.work_order_id == id) {
+                f(w)
+            }
+        })
+    }
+
+    /// The MES connector tries to deliver `id`.
+    pub fn mes_attempt(&self, id: &str) {
+        self.with_wo(id, |w| w.attempts += 1)
+    }
+
+    /// The MES accepted `id`.
+    pub fn mes_delivered(&self, id: &str, t_ns: i64) {
+        self.with_wo(id, |w| {
+            w.delivered_ns = Some(t_ns);
+            w.last_error = None;
+        });
+        self.update(|s| {
+            // Work-order ids are `WO-<alert id>`.
+            if let Some(c) = s.chain.as_mut()
+                && id.ends_with(&c.alert_id)
+            {
+                c.mes_accepted_ns.get_or_insert(t_ns);
+            }
+        });
+        self.event(t_ns, "mes", format!("work order {id} accepted by the MES"));
+    }
+
+    /// Delivery of `id` failed.
+    pub fn mes_failed(&self, id: &str, why: &str, refused: bool) {
+        self.with_wo(id, |w| {
+            w.last_error = Some(why.to_string());
+            w.refused = refused;
+        })
+    }
+}

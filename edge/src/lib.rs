@@ -1,0 +1,36 @@
+//! # triad-edge: the node
+//!
+//! One process runs real-time control, ONNX inspection and the twin, on one
+//! clock and one bus. The modules, from the hardware side out:
+//!
+//! | module | job |
+//! |---|---|
+//! | [`control`] | the RT control thread: sans-IO axis program, fixed-period runner, lock-free rings, jitter histogram |
+//! | [`node`] | builds everything from the config; the sim I/O scan, inspection and twin threads; the async tasks and the closed loop |
+//! | [`commands`] | the command gate: checks, executes and audits control commands |
+//! | [`bus`] | the bus trait, the embedded backend, the durable outbox (redb) and the publisher |
+//! | [`mes`] | delivers work orders to the MES over HTTP, retried from the outbox |
+//! | [`dashboard`] | the HTTP dashboard, `/api/state`, `/metrics`, `/healthz` |
+//! | [`clock`] | the `Clock` trait and its backends |
+//! | [`config`] | the TOML config, environment overrides, validation |
+//! | [`scenario`], [`report`] | simulated fault schedules and the run report |
+//! | [`cli`] | `triad run`, `triad check-config` |
+//!
+//! Data flow of the closed loop: control thread → telemetry ring → twin
+//! thread → alert → derate rule → command gate → request ring → control
+//! thread; in parallel the analysis reads the inspection history and the
+//! work order goes through the outbox to the bus and the MES.
+#![deny(missing_docs)]
+
+pub mod bus;
+pub mod cli;
+pub mod clock;
+pub mod commands;
+pub mod config;
+pub mod control;
+pub mod dashboard;
+pub mod mes;
+pub mod metrics;
+pub mod node;
+pub mod report;
+pub mod scenario;

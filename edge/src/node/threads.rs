@@ -1,0 +1,141 @@
+//! The node's OS threads other than control: the simulated I/O scan, the
+//! inspection worker and the twin. None of them can delay a control cycle:
+//! they meet the control thread only through lock-free rings.
+
+use crate::clock::{Clock, monotonic_ns, sleep_until_mono};
+use crate::control::rt;
+use rtrb::{Consumer, Producer};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+use triad_hw::sim::{SimCamera, SimLine, WeldEvent};
+use triad_hw::{Camera, CaptureTrigger, LineInputs, LineOutputs, ProcessIo};
+use triad_inspect::{GrayImage, Inspection, Inspector};
+use triad_twin::{Twin, TwinSample, TwinStep};
+
+/// Shared figures of the sim I/O scan.
+#[derive(Debug, Default)]
+pub struct IoStats {
+    /// Frames that did not fit the weld ring (lost before inspection).
+    pub welds_dropped: AtomicU64,
+    /// Clock time of the plant's first scan, ns (fault times are relative to it).
+    pub plant_start_ns: AtomicI64,
+}
+
+#[allow(clippy::too_many_arguments)] // one thread, wired once by the node
+/// The simulated I/O scan: steps the plant every `period`, exchanging the
+/// process image with the control thread and handing welds to inspection.
+pub fn run_sim_io(
+    mut line: SimLine,
+    mut inputs: Producer<LineInputs>,
+    mut outputs: Consumer<LineOutputs>,
+    mut welds: Producer<WeldEvent>,
+    clock: Arc<dyn Clock>,
+    stats: Arc<IoStats>,
+    period: Duration,
+    stop: Arc<AtomicBool>,
+) {
+    let period_ns = period.as_nanos() as i64;
+    let mut out = LineOutputs::SAFE;
+    let mut next = monotonic_ns() + period_ns;
+    let mut first = true;
+    while !stop.load(Relaxed) {
+        sleep_until_mono(next);
+        next += period_ns;
+        let behind = monotonic_ns() - next;
+        if behind > period_ns {
+            next += (behind / period_ns) * period_ns;
+        }
+        while let Ok(o) = outputs.pop() {
+            out = o;
+        }
+        let now = clock.now_ns();
+        if first {
+            stats.plant_start_ns.store(now, Relaxed);
+            first = false;
+        }
+        match line.scan(&out, now) {
+            Ok(image) => {
+                let _ = inputs.push(image);
+            }
+            Err(e) => tracing::warn!(error = %e, "I/O scan failed"),
+        }
+        line.take_welds(|w| {
+            if welds.push(w).is_err() {
+                stats.welds_dropped.fetch_add(1, Relaxed);
+            }
+        });
+    }
+}
+
+/// What the inspection worker hands to the async side.
+#[derive(Debug)]
+pub struct InspectionOutcome {
+    /// The weld that was imaged.
+    pub trigger: CaptureTrigger,
+    /// The verdict, or why there is none.
+    pub result: Result<Inspection, String>,
+    /// When the result was ready, ns.
+    pub done_ns: i64,
+}
+
+/// The inspection worker: capture, inspect, hand over, in order.
+pub fn run_inspection(
+    mut camera: SimCamera,
+    mut inspector: Inspector,
+    mut welds: Consumer<WeldEvent>,
+    results: tokio::sync::mpsc::Sender<InspectionOutcome>,
+    clock: Arc<dyn Clock>,
+    stop: Arc<AtomicBool>,
+) {
+    loop {
+        let w = match welds.pop() {
+            Ok(w) => w,
+            Err(_) if stop.load(Relaxed) => return,
+            Err(_) => {
+                std::thread::sleep(Duration::from_millis(2));
+                continue;
+            }
+        };
+        let trigger = CaptureTrigger {
+            module_serial: w.module_serial,
+            weld_index: w.weld_index,
+            stamp_ns: w.stamp_ns,
+            weld_temp_c: w.weld_temp_c,
+        };
+        let result = match camera.capture(&trigger) {
+            Ok(frame) => inspector
+                .inspect(&GrayImage {
+                    width: frame.width,
+                    height: frame.height,
+                    pixels: &frame.pixels,
+                })
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        let outcome = InspectionOutcome {
+            trigger,
+            result,
+            done_ns: clock.now_ns(),
+        };
+        if results.blocking_send(outcome).is_err() {
+            return;
+        }
+    }
+}
+
+/// The twin worker, at low priority.
+pub fn run_twin(
+    mut twin: Twin,
+    samples: std::sync::mpsc::Receiver<TwinSample>,
+    steps: tokio::sync::mpsc::UnboundedSender<TwinStep>,
+) {
+    if let Err(e) = rt::set_nice(10) {
+        tracing::debug!(error = %e, "could not lower the twin thread's priority");
+    }
+    for s in samples {
+        if steps.send(twin.handle_sample(&s)).is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! The run report written by `triad run --report FILE`.
+//!
+//! ```json
+//! {
+//!   "scenario": "weld-drift",
+//!   "chain": { "fault_onset_ns": …, "alert_ns": …, "derate_ns": …, "analysis_ns": …, "workorder_ns": … },
+//!   "defect_probability": 0.41,
+//!   "ppm_before": 12.0, "ppm_after": 8.0,
+//!   "control": { "cycles": …, "overruns": 0, "jitter_p99_us": …, "jitter_max_us": … },
+//!   "inspection": { "frames": …, "defects": … },
+//!   "alerts": [ … ]
+//! }
+//! ```
+//!
+//! `chain` times are ns on the node clock, `null` where the step did not
+//! happen. `fault_onset_ns` is when the twin's residual left its band (the
+//! onset the persistence timer measures from); `fault_injected_ns` is when
+//! the simulation injected the fault, which a drift makes visible later.
+
+use crate::bus::outbox::OutboxStats;
+use crate::control::ControlStats;
+use crate::dashboard::{AlertView, Snapshot, WorkOrderView};
+use crate::node::threads::IoStats;
+use crate::scenario::Scenario;
+use serde::Serialize;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+/// Timestamps of the closed loop.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ChainReport {
+    /// Residual left its band, ns.
+    pub fault_onset_ns: Option<i64>,
+    /// Alert raised, ns.
+    pub alert_ns: Option<i64>,
+    /// Derate applied by the control thread, ns.
+    pub derate_ns: Option<i64>,
+    /// Analysis finished, ns.
+    pub analysis_ns: Option<i64>,
+    /// Work order issued, ns.
+    pub workorder_ns: Option<i64>,
+    /// Work order accepted by the MES, ns.
+    pub mes_accepted_ns: Option<i64>,
+    /// alert − onset, ms.
+    pub alert_after_onset_ms: Option<f64>,
+    /// derate − alert, ms.
+    pub derate_after_alert_ms: Option<f64>,
+    /// work order − alert, ms.
+    pub workorder_after_alert_ms: Option<f64>,
+}
+
+/// Control loop figures.
+#[derive(Clone, Debug, Serialize)]
+pub struct ControlReport {
+    /// Cycles run.
+    pub cycles: u64,
+    /// Deadlines missed.
+    pub overruns: u64,
+    /// Median wake-up lateness, µs.
+    pub jitter_p50_us: f64,
+    /// 99th percentile, µs.
+    pub jitter_p99_us: f64,
+    /// 99.9th percentile, µs.
+    pub jitter_p999_us: f64,
+    /// Largest, µs.
+    pub jitter_max_us: f64,
+    /// Longest cycle work, µs.
+    pub work_max_us: f64,
+    /// Scheduling the thread got.
+    pub rt: String,
+    /// Non-empty histogram buckets `[from_us, to_us, count]`.
+    pub histogram: Vec<(f64, f64, u64)>,
+}
+
+/// Inspection totals.
+#[derive(Clone, Debug, Serialize)]
+pub struct InspectionReport {
+    /// Frames inspected.
+    pub frames: u64,
+    /// Defective frames.
+    pub defects: u64,
+    /// Frames lost before inspection.
+    pub dropped: u64,
+    /// Frames that failed to inspect.
+    pub errors: u64,
+    /// Frames per second over the run.
+    pub frames_per_s: f64,
+    /// Model.
+    pub model: String,
+}
+
+/// The report.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunReport {
+    /// Scenario name.
+    pub scenario: String,
+    /// Run time, s.
+    pub duration_s: f64,
+    /// When the sim injected the first fault, ns.
+    pub fault_injected_ns: Option<i64>,
+    /// The closed loop.
+    pub chain: ChainReport,
+    /// Estimated weld defect probability from the analysis.
+    pub defect_probability: Option<f64>,
+    /// Rate set-point before the derate (or at the end without one), PPM.
+    pub ppm_before: f64,
+    /// Rate set-point after the derate (or at the end), PPM.
+    pub ppm_after: f64,
+    /// Control loop.
+    pub control: ControlReport,
+    /// Inspection.
+    pub inspection: InspectionReport,
+    /// Alerts.
+    pub alerts: Vec<AlertView>,
+    /// Work orders and their delivery.
+    pub work_orders: Vec<WorkOrderView>,
+    /// Outbox at the end.
+    pub outbox_pending_bus: u64,
+    /// MES entries still pending at the end.
+    pub outbox_pending_mes: u64,
+}
+
+fn ms(a: Option<i64>, b: Option<i64>) -> Option<f64> {
+    Some((a? - b?) as f64 / 1e6)
+}
+
+impl RunReport {
+    /// Assemble from the final snapshot and counters.
+    pub fn build(
+        scenario: &str,
+        ran_for: Duration,
+        snap: &Snapshot,
+        control: &ControlStats,
+        io: &IoStats,
+        sc: &Scenario,
+        outbox: &OutboxStats,
+    ) -> Self {
+        let c = snap.chain.clone().unwrap_or_default();
+        let chain = ChainReport {
+            fault_onset_ns: c.fault_onset_ns,
+            alert_ns: c.alert_ns,
+            derate_ns: c.derate_ns,
+            analysis_ns: c.analysis_ns,
+            workorder_ns: c.workorder_ns,
+            mes_accepted_ns: c.mes_accepted_ns,
+            alert_after_onset_ms: ms(c.alert_ns, c.fault_onset_ns),
+            derate_after_alert_ms: ms(c.derate_ns, c.alert_ns),
+            workorder_after_alert_ms: ms(c.workorder_ns, c.alert_ns),
+        };
+        let start = io.plant_start_ns.load(Relaxed);
+        let fault_injected_ns = sc.faults.iter().map(|f| start + f.at_ns).min().filter(|_| start > 0);
+        let (ppm_before, ppm_after) = match (c.ppm_before, c.ppm_after) {
+            (Some(b), Some(a)) => (b, a),
+            _ => (snap.axis.ppm_setpoint, snap.axis.ppm_setpoint),
+        };
+        let secs = ran_for.as_secs_f64().max(1e-9);
+        RunReport {
+            scenario: scenario.into(),
+            duration_s: secs,
+            fault_injected_ns,
+            chain,
+            defect_probability: c.defect_probability,
+            ppm_before,
+            ppm_after,
+            control: ControlReport {
+                cycles: control.cycles.load(Relaxed),
+                overruns: control.overruns.load(Relaxed),
+                jitter_p50_us: control.quantile_us(0.5).unwrap_or(0.0),
+                jitter_p99_us: control.quantile_us(0.99).unwrap_or(0.0),
+                jitter_p999_us: control.quantile_us(0.999).unwrap_or(0.0),
+                jitter_max_us: control.max_us(),
+                work_max_us: control.max_work_ns.load(Relaxed) as f64 / 1000.0,
+                rt: snap.control.rt.clone(),
+                histogram: control.histogram(),
+            },
+            inspection: InspectionReport {
+                frames: snap.inspection.frames,
+                defects: snap.inspection.defects,
+                dropped: io.welds_dropped.load(Relaxed),
+                errors: snap.inspection.errors,
+                frames_per_s: snap.inspection.frames as f64 / secs,
+                model: snap.inspection.model.clone(),
+            },
+            alerts: snap.alerts.clone(),
+            work_orders: snap.work_orders.clone(),
+            outbox_pending_bus: outbox.pending_bus,
+            outbox_pending_mes: outbox.pending_mes,
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! The model manifest: what a model expects and produces.
+//!
+//! `manifest.json` sits next to `model.onnx`:
+//!
+//! ```json
+//! {
+//!   "name": "weld_seam",
+//!   "version": "1.0.0",
+//!   "kind": "inspection",
+//!   "input": { "name": "roi", "shape": [1, 1, 64, 64], "mean": 0.5, "std": 0.25 },
+//!   "output": { "name": "grid", "shape": [1, 3, 8, 8], "classes": ["good", "porosity", "crack"] }
+//! }
+//! ```
+//!
+//! Channel 0 of the output is the "no defect" class; the others are defect
+//! classes, named in `classes`.
+
+use serde::{Deserialize, Serialize};
+
+/// What a model is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelKind {
+    /// Visual inspection: image in, defect grid out.
+    Inspection,
+    /// Twin predictor: process inputs in, prediction out.
+    Twin,
+}
+
+/// The model's input tensor.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputSpec {
+    /// Tensor name in the ONNX graph.
+    pub name: String,
+    /// Fixed shape, NCHW.
+    pub shape: Vec<usize>,
+    /// Normalisation: `x = (pixel / 255 − mean) / std`.
+    pub mean: f32,
+    /// See `mean`.
+    pub std: f32,
+}
+
+/// The model's output tensor.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputSpec {
+    /// Tensor name in the ONNX graph.
+    pub name: String,
+    /// Fixed shape, `[1, classes, rows, cols]`.
+    pub shape: Vec<usize>,
+    /// Class names by channel; channel 0 is "no defect".
+    pub classes: Vec<String>,
+}
+
+/// `manifest.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelManifest {
+    /// Model name.
+    pub name: String,
+    /// Semantic version (`major.minor.patch`).
+    pub version: String,
+    /// What it is for.
+    pub kind: ModelKind,
+    /// Input tensor.
+    pub input: InputSpec,
+    /// Output tensor.
+    pub output: OutputSpec,
+}
+
+impl ModelManifest {
+    /// Check internal consistency; every problem is listed.
+    pub fn validate(&self) -> Result<(), Vec<String>> {
+        let mut errs = Vec::new();
+        if self.input.shape.len() != 4 || self.input.shape[0] != 1 || self.input.shape[1] != 1 {
+            errs.push(format!(
+                "input.shape = {:?}: must be [1, 1, height, width] (one grey-scale image)",
+                self.input.shape
+            ));
+        }
+        if self.input.std.is_nan() || self.input.std <= 0.0 {
+            errs.push(format!("input.std = {}: must be > 0", self.input.std));
+        }
+        if self.output.shape.len() != 4 || self.output.shape[0] != 1 {
+            errs.push(format!(
+                "output.shape = {:?}: must be [1, classes, rows, cols]",
+                self.output.shape
+            ));
+        } else if self.output.shape[1] != self.output.classes.len() {
+            errs.push(format!(
+                "output.classes has {} names but output.shape has {} channels: name every channel",
+                self.output.classes.len(),
+                self.output.shape[1]
+            ));
+        }
+        if self.output.classes.len() < 2 {
+            errs.push("output.classes: need the no-defect class and at least one defect class".into());
+        }
+        if parse_version(&self.version).is_none() {
+            errs.push(format!(
+                "version = {:?}: use major.minor.patch, e.g. \"1.2.0\"",
+                self.version
+            ));
+        }
+        if errs.is_empty() { Ok(()) } else { Err(errs) }
+    }
+}
+
+/// Parse `major.minor.patch` into a comparable tuple.
+pub fn parse_version(v: &str) -> Option<(u64, u64, u64)> {
+    let mut it = v.split('.').map(|p| p.parse::<u64>().ok());
+    match (it.next(), it.next(), it.next(), it.next()) {
+        (Some(Some(a)), Some(Some(b)), Some(Some(c)), None) => Some((a, b, c)),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_compare_numerically() {
+        assert!(parse_version("1.10.0") > parse_version("1.9.3"));
+        assert_eq!(parse_version("1.2"), None);
+        assert_eq!(parse_version("a.b.c"), None);
+    }
+}
