@@ -19,7 +19,7 @@
 
 use crate::bus::outbox::OutboxStats;
 use crate::control::ControlStats;
-use crate::dashboard::{AlertView, Snapshot, WorkOrderView};
+use crate::dashboard::{AlertView, ExcursionView, Snapshot, WorkOrderView};
 use crate::node::threads::IoStats;
 use crate::scenario::Scenario;
 use serde::Serialize;
@@ -110,6 +110,8 @@ pub struct RunReport {
     pub control: ControlReport,
     /// Inspection.
     pub inspection: InspectionReport,
+    /// Excursions of the twin's residual out of its band (alerted or not).
+    pub excursions: Vec<ExcursionView>,
     /// Alerts.
     pub alerts: Vec<AlertView>,
     /// Work orders and their delivery.
@@ -118,6 +120,8 @@ pub struct RunReport {
     pub outbox_pending_bus: u64,
     /// MES entries still pending at the end.
     pub outbox_pending_mes: u64,
+    /// Entries a destination refused for good (kept for replay).
+    pub outbox_dead_letters: u64,
 }
 
 fn ms(a: Option<i64>, b: Option<i64>) -> Option<f64> {
@@ -181,10 +185,12 @@ impl RunReport {
                 frames_per_s: snap.inspection.frames as f64 / secs,
                 model: snap.inspection.model.clone(),
             },
+            excursions: snap.excursions.clone(),
             alerts: snap.alerts.clone(),
             work_orders: snap.work_orders.clone(),
             outbox_pending_bus: outbox.pending_bus,
             outbox_pending_mes: outbox.pending_mes,
+            outbox_dead_letters: outbox.dead_letters,
         }
     }
 }

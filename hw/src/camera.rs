@@ -39,7 +39,12 @@ impl Frame {
     /// # Panics
     /// If the coordinates are outside the frame.
     pub fn pixel(&self, x: u32, y: u32) -> u8 {
-        assert!(x < self.width && y < self.height, "pixel ({x},{y}) outside {}x{}", self.width, self.height);
+        assert!(
+            x < self.width && y < self.height,
+            "pixel ({x},{y}) outside {}x{}",
+            self.width,
+            self.height
+        );
         self.pixels[(y * self.width + x) as usize]
     }
 }

@@ -44,7 +44,12 @@ pub struct LineOutputs {
 
 impl LineOutputs {
     /// The safe state: feed stopped, weld power off.
-    pub const SAFE: LineOutputs = LineOutputs { stamp_ns: 0, feed_ppm_cmd: 0.0, weld_enable: false, weld_current_cmd_a: 0.0 };
+    pub const SAFE: LineOutputs = LineOutputs {
+        stamp_ns: 0,
+        feed_ppm_cmd: 0.0,
+        weld_enable: false,
+        weld_current_cmd_a: 0.0,
+    };
 }
 
 impl Default for LineOutputs {

@@ -85,7 +85,10 @@ pub fn schema_json(kind: MessageKind) -> &'static str {
 
 fn slot(kind: MessageKind) -> &'static OnceLock<Schema> {
     static SLOTS: [OnceLock<Schema>; 6] = [const { OnceLock::new() }; 6];
-    let idx = MessageKind::ALL.iter().position(|k| *k == kind).expect("every kind is in ALL");
+    let idx = MessageKind::ALL
+        .iter()
+        .position(|k| *k == kind)
+        .expect("every kind is in ALL");
     &SLOTS[idx]
 }
 
@@ -107,15 +110,21 @@ pub fn schema(kind: MessageKind) -> Result<&'static Schema, CodecError> {
 pub fn encode<M: BusMessage>(msg: &M) -> Result<Vec<u8>, CodecError> {
     let schema = schema(M::KIND)?;
     let mut out = Vec::with_capacity(128);
-    apache_avro::write_avro_datum_ref(schema, msg, &mut out)
-        .map_err(|e| CodecError::Encode { kind: M::KIND, detail: e.to_string() })?;
+    apache_avro::write_avro_datum_ref(schema, msg, &mut out).map_err(|e| CodecError::Encode {
+        kind: M::KIND,
+        detail: e.to_string(),
+    })?;
     Ok(out)
 }
 
 /// Decode an Avro binary datum of `M`'s schema. Trailing bytes are an error.
 pub fn decode<M: BusMessage>(bytes: &[u8]) -> Result<M, CodecError> {
     let schema = schema(M::KIND)?;
-    let err = |detail: String| CodecError::Decode { kind: M::KIND, len: bytes.len(), detail };
+    let err = |detail: String| CodecError::Decode {
+        kind: M::KIND,
+        len: bytes.len(),
+        detail,
+    };
     let mut reader = bytes;
     let value = apache_avro::from_avro_datum(schema, &mut reader, None).map_err(|e| err(e.to_string()))?;
     if !reader.is_empty() {
@@ -137,7 +146,11 @@ pub fn validate(kind: MessageKind, payload: &[u8]) -> Result<(), CodecError> {
     if reader.is_empty() {
         Ok(())
     } else {
-        Err(CodecError::Decode { kind, len: payload.len(), detail: format!("{} trailing bytes", reader.len()) })
+        Err(CodecError::Decode {
+            kind,
+            len: payload.len(),
+            detail: format!("{} trailing bytes", reader.len()),
+        })
     }
 }
 
@@ -156,7 +169,10 @@ pub fn check_compatible(registered: &str, new: &str) -> Result<(), CompatError> 
         Schema::Record(r) => r.name.fullname(None),
         other => format!("{other:?}"),
     };
-    SchemaCompatibility::can_read(&old, &new_schema).map_err(|e| CompatError { record, detail: describe(&e) })
+    SchemaCompatibility::can_read(&old, &new_schema).map_err(|e| CompatError {
+        record,
+        detail: describe(&e),
+    })
 }
 
 fn describe(e: &apache_avro::error::CompatibilityError) -> String {
@@ -195,7 +211,14 @@ mod tests {
         assert_eq!(back, m);
     }
 
-    pub(crate) fn samples() -> (ControlCommand, ControlState, InspectionResult, TwinStatus, TwinAlert, WorkOrder) {
+    pub(crate) fn samples() -> (
+        ControlCommand,
+        ControlState,
+        InspectionResult,
+        TwinStatus,
+        TwinAlert,
+        WorkOrder,
+    ) {
         (
             ControlCommand {
                 envelope: env(1),
@@ -208,7 +231,11 @@ mod tests {
                 token: None,
             },
             ControlState {
-                envelope: Envelope { clock: ClockState::FreeRunning, clock_offset_ns: None, ..env(2) },
+                envelope: Envelope {
+                    clock: ClockState::FreeRunning,
+                    clock_offset_ns: None,
+                    ..env(2)
+                },
                 axis: "axis_07".into(),
                 mode: AxisMode::SafeState,
                 ppm_setpoint: 12.0,
@@ -232,8 +259,22 @@ mod tests {
                 roi_hash: "00ff".into(),
                 verdict: Verdict::Fail,
                 defects: vec![
-                    DefectBox { class: "porosity".into(), score: 0.93, x: 16, y: 8, w: 8, h: 16 },
-                    DefectBox { class: "crack".into(), score: 0.71, x: 40, y: 30, w: 24, h: 8 },
+                    DefectBox {
+                        class: "porosity".into(),
+                        score: 0.93,
+                        x: 16,
+                        y: 8,
+                        w: 8,
+                        h: 16,
+                    },
+                    DefectBox {
+                        class: "crack".into(),
+                        score: 0.71,
+                        x: 40,
+                        y: 30,
+                        w: 24,
+                        h: 8,
+                    },
                 ],
                 model_name: "weld_seam".into(),
                 model_version: "1.0.0".into(),
@@ -330,7 +371,12 @@ mod tests {
         assert!(validate(MessageKind::InspectionResult, &other).is_err());
         let mut long = bytes.clone();
         long.push(0);
-        assert!(decode::<InspectionResult>(&long).unwrap_err().to_string().contains("trailing"));
+        assert!(
+            decode::<InspectionResult>(&long)
+                .unwrap_err()
+                .to_string()
+                .contains("trailing")
+        );
     }
 
     #[test]
@@ -345,11 +391,19 @@ mod tests {
         );
         check_compatible(current, &added).unwrap();
         // Adding one without a default is not, and the error names it.
-        let broken = current.replacen("\"fields\": [", "\"fields\": [{\"name\": \"site\", \"type\": \"string\"},", 1);
+        let broken = current.replacen(
+            "\"fields\": [",
+            "\"fields\": [{\"name\": \"site\", \"type\": \"string\"},",
+            1,
+        );
         let err = check_compatible(current, &broken).unwrap_err();
         assert!(err.to_string().contains("site"), "{err}");
         // Changing a type the old data cannot be promoted to is refused.
-        let retyped = current.replacen("{\n      \"name\": \"measured_c\",\n      \"type\": \"double\"", "{\n      \"name\": \"measured_c\",\n      \"type\": \"string\"", 1);
+        let retyped = current.replacen(
+            "{\n      \"name\": \"measured_c\",\n      \"type\": \"double\"",
+            "{\n      \"name\": \"measured_c\",\n      \"type\": \"string\"",
+            1,
+        );
         assert_ne!(retyped, current, "the test must really change the schema");
         let err = check_compatible(current, &retyped).unwrap_err();
         assert!(err.to_string().contains("measured_c"), "{err}");

@@ -24,9 +24,20 @@ pub struct IdError {
 pub fn validate(what: &'static str, value: &str) -> Result<(), IdError> {
     let ok_len = (1..=64).contains(&value.len());
     let mut chars = value.chars();
-    let ok_first = chars.next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
-    let ok_rest = value.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
-    if ok_len && ok_first && ok_rest { Ok(()) } else { Err(IdError { what, value: value.to_string() }) }
+    let ok_first = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    let ok_rest = value
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+    if ok_len && ok_first && ok_rest {
+        Ok(())
+    } else {
+        Err(IdError {
+            what,
+            value: value.to_string(),
+        })
+    }
 }
 
 macro_rules! id_type {

@@ -44,7 +44,10 @@ impl QosClass {
     }
     /// May the producer batch messages?
     pub fn batching(self) -> bool {
-        matches!(self, QosClass::OrderedAtLeastOnce | QosClass::Compacted | QosClass::AtLeastOnce)
+        matches!(
+            self,
+            QosClass::OrderedAtLeastOnce | QosClass::Compacted | QosClass::AtLeastOnce
+        )
     }
     /// Latency budget from send to receipt, if the class has one.
     pub fn latency_budget(self) -> Option<Duration> {
@@ -143,7 +146,10 @@ impl Topic {
     fn make(family: TopicFamily, id: &str) -> Self {
         let (p, s) = family.parts();
         let family_idx = TopicFamily::ALL.iter().position(|f| *f == family).expect("in ALL") as u8;
-        Self { name: format!("{p}/{id}/{s}"), family_idx }
+        Self {
+            name: format!("{p}/{id}/{s}"),
+            family_idx,
+        }
     }
     /// `ctrl/<axis>/cmd`
     pub fn control_command(axis: &AxisId) -> Self {
@@ -174,7 +180,9 @@ impl Topic {
     pub fn parse(name: &str) -> Result<Self, String> {
         let mut it = name.split('/');
         let (Some(p), Some(id), Some(s), None) = (it.next(), it.next(), it.next(), it.next()) else {
-            return Err(format!("topic {name:?} is not of the form <family>/<id>/<kind>, e.g. insp/cell_2245/result"));
+            return Err(format!(
+                "topic {name:?} is not of the form <family>/<id>/<kind>, e.g. insp/cell_2245/result"
+            ));
         };
         crate::ids::validate("topic", id).map_err(|e| e.to_string())?;
         let family = TopicFamily::ALL
@@ -227,12 +235,19 @@ mod tests {
         assert_eq!(t.name(), "ctrl/axis_07/cmd");
         assert_eq!(t.qos(), QosClass::Command);
         assert_eq!(t.id(), "axis_07");
-        assert_eq!(t.pulsar_name("public", "default"), "persistent://public/default/ctrl.axis_07.cmd");
+        assert_eq!(
+            t.pulsar_name("public", "default"),
+            "persistent://public/default/ctrl.axis_07.cmd"
+        );
         assert!(!t.qos().batching() && t.qos().signed());
         let r = Topic::parse("insp/cell_2245/result").unwrap();
         assert_eq!(r.family(), TopicFamily::InspectionResult);
         assert!(r.qos().durable() && r.qos().deduplicated());
-        assert!(Topic::twin_status(&AssetId::new("battery_pack_89").unwrap()).qos().compacted());
+        assert!(
+            Topic::twin_status(&AssetId::new("battery_pack_89").unwrap())
+                .qos()
+                .compacted()
+        );
     }
 
     #[test]
@@ -243,7 +258,11 @@ mod tests {
             assert_eq!(t.family(), f);
             assert_eq!(Topic::parse(t.name()).unwrap(), t);
         }
-        assert!(Topic::parse("insp/cell/result/extra").unwrap_err().contains("<family>/<id>/<kind>"));
+        assert!(
+            Topic::parse("insp/cell/result/extra")
+                .unwrap_err()
+                .contains("<family>/<id>/<kind>")
+        );
         assert!(Topic::parse("foo/x/bar").unwrap_err().contains("unknown family"));
         assert!(Topic::parse("insp/Bad Id/result").is_err());
     }

@@ -10,6 +10,8 @@ use triad_schemas::TwinState;
 pub struct TwinConfig {
     /// Half-width of the residual band, °C.
     pub band_c: f64,
+    /// Deadband for re-entering the band, °C (`0 ≤ deadband < band`).
+    pub deadband_c: f64,
     /// Outside the band for strictly longer than this raises an alert, ns.
     pub persist_ns: i64,
     /// Back inside for this long clears it, ns.
@@ -24,6 +26,7 @@ impl Default for TwinConfig {
     fn default() -> Self {
         Self {
             band_c: 6.0,
+            deadband_c: 1.0,
             persist_ns: 3_000_000_000,
             clear_ns: 1_000_000_000,
             health_tau_s: 5.0,
@@ -148,7 +151,16 @@ impl Twin {
         self.predicted_c = Some(predicted);
         self.last = Some(*s);
         let residual = s.measured_c - predicted;
-        let outside = residual.abs() > self.cfg.band_c;
+        // Deadband (as in ISA-18.2 alarm management): once outside, the
+        // residual must come back below `band − deadband` to count as inside,
+        // so noise at the edge does not chop one excursion into many.
+        let was_outside = !matches!(self.timer.state(), TimerState::Inside);
+        let limit = if was_outside {
+            self.cfg.band_c - self.cfg.deadband_c
+        } else {
+            self.cfg.band_c
+        };
+        let outside = residual.abs() > limit;
         let action = self.timer.handle_sample(outside, s.stamp_ns);
         let health = self.health.handle_residual(residual, s.stamp_ns);
         let alert = match action {
@@ -260,6 +272,12 @@ mod tests {
         else {
             panic!("{alerts:?}")
         };
+        // One excursion, not a chatter of short ones at the band's edge.
+        let starts = steps
+            .iter()
+            .filter(|s| matches!(s.excursion, Some(TimerAction::ExcursionStarted { .. })))
+            .count();
+        assert_eq!(starts, 1, "the deadband keeps one excursion");
         let gap = raised_ns - onset_ns;
         assert!(gap > 3 * S && gap <= 3 * S + 50_000_000, "alert {gap} ns after onset");
         // Onset: the drift passes the 6 °C band about 2 s after injection.

@@ -191,6 +191,9 @@ pub struct AssetSection {
     /// Band half-width, °C.
     #[serde(default = "default_band_c")]
     pub band_c: f64,
+    /// Re-entry deadband, °C.
+    #[serde(default = "default_deadband_c")]
+    pub deadband_c: f64,
     /// Persistence, ms.
     #[serde(default = "default_persistence_ms")]
     pub persistence_ms: u64,
@@ -200,6 +203,9 @@ pub struct AssetSection {
 }
 fn default_band_c() -> f64 {
     6.0
+}
+fn default_deadband_c() -> f64 {
+    1.0
 }
 fn default_persistence_ms() -> u64 {
     3000
@@ -609,6 +615,12 @@ impl FileConfig {
                 "°C",
                 "use a few standard deviations of the nominal residual",
             );
+            if !(a.deadband_c >= 0.0 && a.deadband_c < a.band_c) {
+                p.add(
+                    k("deadband_c"),
+                    format!("{} must be at least 0 and below band_c ({})", a.deadband_c, a.band_c),
+                );
+            }
             p.range(
                 &k("persistence_ms"),
                 a.persistence_ms,
@@ -631,6 +643,7 @@ impl FileConfig {
                     axis,
                     cell,
                     band_c: a.band_c,
+                    deadband_c: a.deadband_c,
                     persistence: Duration::from_millis(a.persistence_ms),
                     clear: Duration::from_millis(a.clear_ms),
                 });

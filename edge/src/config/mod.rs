@@ -157,6 +157,8 @@ pub struct AssetConfig {
     pub cell: CellId,
     /// Residual band half-width, °C.
     pub band_c: f64,
+    /// Re-entry deadband, °C.
+    pub deadband_c: f64,
     /// Persistence time.
     pub persistence: Duration,
     /// Clear time.
@@ -265,7 +267,13 @@ pub fn load(source: &ConfigSource) -> Result<NodeConfig, ConfigError> {
             (p.display().to_string(), Figment::from(Toml::file_exact(p)))
         }
     };
-    let fig = fig.merge(Env::prefixed("TRIAD_").split("__"));
+    // Only `TRIAD_<SECTION>__<KEY>` variables are config; `TRIAD_LOG` and the
+    // like are read by other parts.
+    let fig = fig.merge(
+        Env::prefixed("TRIAD_")
+            .filter(|k| k.as_str().contains("__"))
+            .split("__"),
+    );
     let raw: file::FileConfig = fig.extract().map_err(|e| ConfigError {
         source_name: name.clone(),
         problems: e

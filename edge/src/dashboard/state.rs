@@ -244,6 +244,17 @@ pub struct OutboxView {
     pub dead_letters: u64,
 }
 
+/// One excursion of the twin's residual out of its band.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ExcursionView {
+    /// Left the band, ns.
+    pub onset_ns: i64,
+    /// How long it stayed out, ms (`None` while still out or alerted).
+    pub duration_ms: Option<f64>,
+    /// Did it last long enough to raise an alert?
+    pub alerted: bool,
+}
+
 /// A line in the event log.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct EventView {
@@ -278,6 +289,8 @@ pub struct Snapshot {
     pub control: ControlView,
     /// Outbox.
     pub outbox: OutboxView,
+    /// Excursions of the residual, newest last (at most 100).
+    pub excursions: Vec<ExcursionView>,
     /// Event log, newest last.
     pub events: VecDeque<EventView>,
 }

@@ -279,6 +279,7 @@ pub async fn run(
     let twin_model = ThermalModel::default();
     let twin_cfg = TwinConfig {
         band_c: asset.band_c,
+        deadband_c: asset.deadband_c,
         persist_ns: asset.persistence.as_nanos() as i64,
         clear_ns: asset.clear.as_nanos() as i64,
         ..TwinConfig::default()

@@ -5,7 +5,7 @@ use super::NodeCtx;
 use super::threads::InspectionOutcome;
 use crate::commands::Origin;
 use crate::control::{ControlEvent, ControlTelemetry, TelemetrySample};
-use crate::dashboard::{AlertView, ChainView, RecentResult, SeriesPoint, WorkOrderView};
+use crate::dashboard::{AlertView, ChainView, ExcursionView, RecentResult, SeriesPoint, WorkOrderView};
 use rtrb::Consumer;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -338,23 +338,42 @@ pub async fn twin_task(ctx: Arc<NodeCtx>, mut rx: mpsc::UnboundedReceiver<TwinSt
             });
         }
         match step.excursion {
-            Some(triad_twin::persistence::TimerAction::ExcursionStarted { onset_ns }) => ctx.live.event(
-                onset_ns,
-                "excursion",
-                format!(
-                    "residual {:+.1} °C left the ±{:.1} °C band",
-                    step.residual_c, step.band_c
-                ),
-            ),
-            Some(triad_twin::persistence::TimerAction::ExcursionEnded { duration_ns, .. }) => ctx.live.event(
-                step.stamp_ns,
-                "excursion",
-                format!(
-                    "residual back in band after {:.2} s (below the {:.1} s persistence time: observed, not alerted)",
-                    duration_ns as f64 * 1e-9,
-                    ctx.asset.persistence.as_secs_f64()
-                ),
-            ),
+            Some(triad_twin::persistence::TimerAction::ExcursionStarted { onset_ns }) => {
+                ctx.live.update(|s| {
+                    s.excursions.push(ExcursionView {
+                        onset_ns,
+                        duration_ms: None,
+                        alerted: false,
+                    });
+                    if s.excursions.len() > 100 {
+                        s.excursions.remove(0);
+                    }
+                });
+                ctx.live.event(
+                    onset_ns,
+                    "excursion",
+                    format!(
+                        "residual {:+.1} °C left the ±{:.1} °C band",
+                        step.residual_c, step.band_c
+                    ),
+                )
+            }
+            Some(triad_twin::persistence::TimerAction::ExcursionEnded { onset_ns, duration_ns }) => {
+                ctx.live.update(|s| {
+                    if let Some(e) = s.excursions.iter_mut().rev().find(|e| e.onset_ns == onset_ns) {
+                        e.duration_ms = Some(duration_ns as f64 / 1e6);
+                    }
+                });
+                ctx.live.event(
+                    step.stamp_ns,
+                    "excursion",
+                    format!(
+                        "residual back in band after {:.2} s (below the {:.1} s persistence time: observed, not alerted)",
+                        duration_ns as f64 * 1e-9,
+                        ctx.asset.persistence.as_secs_f64()
+                    ),
+                )
+            }
             _ => {}
         }
         match step.alert {
@@ -363,6 +382,11 @@ pub async fn twin_task(ctx: Arc<NodeCtx>, mut rx: mpsc::UnboundedReceiver<TwinSt
             }) => {
                 let alert_ns = ctx.clock.now_ns();
                 let alert_id = format!("{}-{}", ctx.asset.id, onset_ns / 1_000_000);
+                ctx.live.update(|s| {
+                    if let Some(e) = s.excursions.iter_mut().rev().find(|e| e.onset_ns == onset_ns) {
+                        e.alerted = true;
+                    }
+                });
                 open_alert = Some(alert_id.clone());
                 let ctx2 = ctx.clone();
                 let step2 = step;

@@ -12,7 +12,9 @@ pub struct SimLines {
 impl SimLines {
     /// A chip with `count` lines.
     pub fn new(count: u32) -> Self {
-        Self { levels: vec![false; count as usize] }
+        Self {
+            levels: vec![false; count as usize],
+        }
     }
 
     fn check(&self, line: LineId) -> Result<usize, IoError> {
@@ -23,7 +25,11 @@ impl SimLines {
             Err(IoError::DeviceFault {
                 device: "sim-gpio".into(),
                 code: 22,
-                detail: format!("line {} does not exist; the chip has lines 0..{}", line.0, self.levels.len()),
+                detail: format!(
+                    "line {} does not exist; the chip has lines 0..{}",
+                    line.0,
+                    self.levels.len()
+                ),
             })
         }
     }

@@ -223,7 +223,9 @@ impl SimLine {
     pub fn warm(params: PlantParams, seed: u64, faults: Vec<Fault>, ppm: f64) -> Self {
         let mut line = Self::new(params, seed, faults);
         line.feed_ppm = ppm;
-        line.temp_physics_c = line.params.steady_state_c(ppm, line.params.current_nominal_a, line.params.ambient_c);
+        line.temp_physics_c = line
+            .params
+            .steady_state_c(ppm, line.params.current_nominal_a, line.params.ambient_c);
         line
     }
 
@@ -283,7 +285,11 @@ impl SimLine {
             self.feed_ppm = 0.0;
         }
         // Thermal balance.
-        let current = if out.weld_enable && !self.estop { out.weld_current_cmd_a } else { 0.0 };
+        let current = if out.weld_enable && !self.estop {
+            out.weld_current_cmd_a
+        } else {
+            0.0
+        };
         let ambient = self.ambient_at(self.sim_ns);
         let heat = self.params.heat_rate(self.feed_ppm, current);
         self.temp_physics_c += dt * (heat - self.params.cooling_per_s * (self.temp_physics_c - ambient));
@@ -334,13 +340,21 @@ impl ProcessIo for SimLine {
         }
         self.scan_seq += 1;
         let ambient = self.ambient_at(self.sim_ns);
-        let current = if outputs.weld_enable && !self.estop { outputs.weld_current_cmd_a } else { 0.0 };
+        let current = if outputs.weld_enable && !self.estop {
+            outputs.weld_current_cmd_a
+        } else {
+            0.0
+        };
         Ok(LineInputs {
             stamp_ns: now_ns,
             scan_seq: self.scan_seq,
             feed_ppm: self.feed_ppm,
             weld_temp_c: self.true_temp_c() + self.params.temp_noise_c * self.rng.normal(),
-            weld_current_a: if current > 0.0 { current + self.params.current_noise_a * self.rng.normal() } else { 0.0 },
+            weld_current_a: if current > 0.0 {
+                current + self.params.current_noise_a * self.rng.normal()
+            } else {
+                0.0
+            },
             ambient_c: ambient + 0.05 * self.rng.normal(),
             parts_total: self.parts_total,
             estop: self.estop,
@@ -353,7 +367,12 @@ mod tests {
     use super::*;
 
     fn running(ppm: f64) -> LineOutputs {
-        LineOutputs { stamp_ns: 0, feed_ppm_cmd: ppm, weld_enable: true, weld_current_cmd_a: 5_000.0 }
+        LineOutputs {
+            stamp_ns: 0,
+            feed_ppm_cmd: ppm,
+            weld_enable: true,
+            weld_current_cmd_a: 5_000.0,
+        }
     }
 
     fn run(line: &mut SimLine, out: &LineOutputs, seconds: f64) -> (LineInputs, Vec<WeldEvent>) {
@@ -385,26 +404,49 @@ mod tests {
         let (inp, _) = run(&mut line, &running(8.0), 30.0);
         let expected = line.params().steady_state_c(8.0, 5_000.0, 25.0);
         assert!(expected < 160.0);
-        assert!((inp.weld_temp_c - expected).abs() < 3.0, "temp {} expected {}", inp.weld_temp_c, expected);
+        assert!(
+            (inp.weld_temp_c - expected).abs() < 3.0,
+            "temp {} expected {}",
+            inp.weld_temp_c,
+            expected
+        );
     }
 
     #[test]
     fn drift_step_and_spike_shape_the_extra_temperature() {
         let s = 1_000_000_000;
-        let drift = Fault { at_ns: 2 * s, kind: FaultKind::Drift { rate_c_per_s: 3.0, max_c: 30.0 } };
+        let drift = Fault {
+            at_ns: 2 * s,
+            kind: FaultKind::Drift {
+                rate_c_per_s: 3.0,
+                max_c: 30.0,
+            },
+        };
         assert_eq!(drift.extra_c(s), 0.0);
         assert!((drift.extra_c(4 * s) - 6.0).abs() < 1e-9);
         assert_eq!(drift.extra_c(100 * s), 30.0);
-        let spike = Fault { at_ns: s, kind: FaultKind::Spike { delta_c: 15.0, duration_ns: 2 * s } };
+        let spike = Fault {
+            at_ns: s,
+            kind: FaultKind::Spike {
+                delta_c: 15.0,
+                duration_ns: 2 * s,
+            },
+        };
         assert_eq!(spike.extra_c(2 * s), 15.0);
         assert_eq!(spike.extra_c(3 * s), 0.0);
-        let step = Fault { at_ns: s, kind: FaultKind::Step { delta_c: 9.0 } };
+        let step = Fault {
+            at_ns: s,
+            kind: FaultKind::Step { delta_c: 9.0 },
+        };
         assert_eq!(step.extra_c(50 * s), 9.0);
     }
 
     #[test]
     fn faults_show_in_the_measured_temperature() {
-        let fault = Fault { at_ns: 1_000_000_000, kind: FaultKind::Step { delta_c: 20.0 } };
+        let fault = Fault {
+            at_ns: 1_000_000_000,
+            kind: FaultKind::Step { delta_c: 20.0 },
+        };
         let mut line = SimLine::warm(PlantParams::default(), 3, vec![fault], 12.0);
         let (inp, welds) = run(&mut line, &running(12.0), 3.0);
         assert!((inp.weld_temp_c - 200.0).abs() < 3.0, "temp {}", inp.weld_temp_c);

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# The test command: installs what the tests need, starts the real peers, and
+# runs every check and test. Run from anywhere:  bash scripts/test-all.sh
+#
+#   1. system packages (Debian): protoc, Chromium, linuxptp, rt-tests, socat
+#   2. Rust components: rustfmt, clippy
+#   3. Python peers in .venv: onnxruntime, onnx, pulsar-client, PyJWT, ...
+#   4. formatting and lints (rustfmt, clippy -D warnings)
+#   5. the triad binary, then `cargo test --workspace`
+#
+# Environment: TRIAD_SKIP_INSTALL=1 skips steps 1-3 (they are idempotent anyway).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+step() { printf '\n=== %s\n' "$*"; }
+t0=$(date +%s)
+
+if [ "${TRIAD_SKIP_INSTALL:-0}" != 1 ]; then
+  step "system packages"
+  need=()
+  command -v protoc >/dev/null || need+=(protobuf-compiler)
+  { command -v chromium >/dev/null || command -v chromium-browser >/dev/null; } || need+=(chromium)
+  command -v ptp4l >/dev/null || need+=(linuxptp)
+  command -v cyclictest >/dev/null || need+=(rt-tests)
+  command -v socat >/dev/null || need+=(socat)
+  if [ ${#need[@]} -gt 0 ]; then
+    sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+    echo "installing: ${need[*]}"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  else
+    echo "all present"
+  fi
+
+  step "Rust components"
+  for c in rustfmt clippy; do
+    rustup component list --installed 2>/dev/null | grep -q "^$c" || rustup component add "$c"
+  done
+  cargo --version
+
+  step "Python peers (.venv)"
+  [ -x .venv/bin/python ] || python3 -m venv .venv
+  .venv/bin/pip install -q --disable-pip-version-check -r scripts/requirements.txt
+  .venv/bin/python -c "import onnxruntime, onnx, pulsar, jwt; print('onnxruntime', onnxruntime.__version__)"
+fi
+
+step "format and lints"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "build the triad binary"
+cargo build --locked -p triad-edge --bin triad
+
+step "tests"
+cargo test --workspace --locked
+echo "all checks passed in $(( $(date +%s) - t0 )) s"
