@@ -316,7 +316,7 @@ mod tests {
                 axis: "axis_07".into(),
                 alert_id: "A-1".into(),
                 priority: Priority::High,
-                defect_probability: 0.31,
+                defect_probability: Some(0.31),
                 baseline_defect_rate: 0.02,
                 recent_defect_rate: 0.3,
                 elevated_probability: 0.999,

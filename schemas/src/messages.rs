@@ -364,8 +364,9 @@ pub struct WorkOrder {
     pub alert_id: String,
     /// Priority.
     pub priority: Priority,
-    /// Estimated probability that the next weld is defective.
-    pub defect_probability: f64,
+    /// Estimated probability that the next weld is defective; `None` when
+    /// the cell had no inspection results to analyse.
+    pub defect_probability: Option<f64>,
     /// Defect rate of the healthy baseline.
     pub baseline_defect_rate: f64,
     /// Defect rate observed in the analysed batches.

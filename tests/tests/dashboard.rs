@@ -23,7 +23,8 @@ impl Drop for Node {
     }
 }
 
-/// Text content of the element with `id` in a serialised DOM (first text node).
+/// The first non-empty text node inside the element with `id` in a
+/// serialised DOM (where the page puts the raw value).
 fn text_of(dom: &str, id: &str) -> String {
     let pat = format!("id=\"{id}\"");
     let Some(at) = dom.find(&pat) else { return String::new() };
@@ -31,19 +32,22 @@ fn text_of(dom: &str, id: &str) -> String {
     let Some(open_end) = rest.find('>') else {
         return String::new();
     };
-    // Inner HTML up to the matching close is hard without a parser; the
-    // visible text of interest is the first non-tag text.
-    let mut out = String::new();
+    let mut text = String::new();
     let mut in_tag = false;
     for ch in rest[open_end + 1..].chars().take(4000) {
         match ch {
-            '<' => in_tag = true,
+            '<' => {
+                if !text.trim().is_empty() {
+                    break;
+                }
+                in_tag = true;
+            }
             '>' => in_tag = false,
-            c if !in_tag => out.push(c),
+            c if !in_tag => text.push(c),
             _ => {}
         }
     }
-    out
+    text.trim().to_string()
 }
 
 fn chromium() -> String {

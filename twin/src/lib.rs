@@ -23,7 +23,7 @@
 //! ```
 //! use triad_twin::{Twin, TwinConfig, TwinSample, physics::ThermalModel};
 //! let mut twin = Twin::new(TwinConfig::default(), ThermalModel::default());
-//! let s = TwinSample { stamp_ns: 0, feed_ppm: 12.0, weld_current_a: 5000.0, ambient_c: 25.0, measured_c: 180.0 };
+//! let s = TwinSample { stamp_ns: 0, feed_ppm: 12.0, weld_current_a: 5000.0, ambient_c: 25.0, measured_c: 180.0, running: true };
 //! let step = twin.handle_sample(&s);
 //! assert!(step.alert.is_none());
 //! ```

@@ -77,6 +77,21 @@ impl PersistenceTimer {
         self.state
     }
 
+    /// The process stopped: an open excursion ends here (it can no longer
+    /// become an alert); a raised alert stays raised until it clears.
+    pub fn suspend(&mut self, now_ns: i64) -> Option<TimerAction> {
+        match self.state {
+            TimerState::Outside { since } => {
+                self.state = TimerState::Inside;
+                Some(TimerAction::ExcursionEnded {
+                    onset_ns: since,
+                    duration_ns: now_ns - since,
+                })
+            }
+            _ => None,
+        }
+    }
+
     /// Handle one sample: `outside` the band or not, at `now_ns`.
     pub fn handle_sample(&mut self, outside: bool, now_ns: i64) -> Option<TimerAction> {
         match (self.state, outside) {

@@ -48,6 +48,10 @@ pub struct TwinSample {
     pub ambient_c: f64,
     /// Measured weld temperature, °C.
     pub measured_c: f64,
+    /// Is the process running (axis Running or Derated)? While it is not,
+    /// the residual means nothing: the twin follows the measurement, ends an
+    /// open excursion, and raises nothing (state-based alarm suppression).
+    pub running: bool,
 }
 
 /// An alert life-cycle event decided by the twin.
@@ -138,15 +142,19 @@ impl Twin {
 
     /// Handle one sample.
     pub fn handle_sample(&mut self, s: &TwinSample) -> TwinStep {
-        let predicted = match (self.predicted_c, self.last) {
+        if !s.running {
+            return self.handle_idle(s);
+        }
+        let predicted = match (self.predicted_c, self.last.filter(|l| l.running)) {
             (Some(p), Some(prev)) if s.stamp_ns > prev.stamp_ns => {
                 let dt = (s.stamp_ns - prev.stamp_ns) as f64 * 1e-9;
                 // Zero-order hold of the previous sample's inputs.
                 self.model
                     .advance(p, dt, prev.feed_ppm, prev.weld_current_a, prev.ambient_c)
             }
-            (Some(p), _) => p,
-            (None, _) => s.measured_c,
+            (Some(p), Some(_)) => p,
+            // First sample, or first after the process stood: start from the measurement.
+            _ => s.measured_c,
         };
         self.predicted_c = Some(predicted);
         self.last = Some(*s);
@@ -202,6 +210,32 @@ impl Twin {
     }
 }
 
+impl Twin {
+    fn handle_idle(&mut self, s: &TwinSample) -> TwinStep {
+        self.predicted_c = Some(s.measured_c);
+        self.last = Some(*s);
+        let excursion = self.timer.suspend(s.stamp_ns);
+        let (state, outside_since_ns) = match self.timer.state() {
+            TimerState::Alerted { since, .. } => (TwinState::Alert, Some(since)),
+            _ => (TwinState::Nominal, None),
+        };
+        let health = self.health.handle_residual(0.0, s.stamp_ns);
+        TwinStep {
+            stamp_ns: s.stamp_ns,
+            measured_c: s.measured_c,
+            predicted_c: s.measured_c,
+            residual_c: 0.0,
+            band_c: self.cfg.band_c,
+            state,
+            outside_since_ns,
+            health: health.score,
+            rul_s: health.rul_s,
+            alert: None,
+            excursion,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,6 +268,7 @@ mod tests {
                     weld_current_a: i.weld_current_a,
                     ambient_c: i.ambient_c,
                     measured_c: i.weld_temp_c,
+                    running: true,
                 });
                 if let Some(a) = st.alert {
                     if matches!(a, AlertEvent::Raised { .. }) {
@@ -304,5 +339,39 @@ mod tests {
                 .iter()
                 .any(|s| matches!(s.excursion, Some(TimerAction::ExcursionEnded { .. })))
         );
+    }
+
+    #[test]
+    fn a_stopped_process_raises_nothing_and_restarts_its_prediction() {
+        let mut twin = Twin::new(TwinConfig::default(), ThermalModel::default());
+        let sample = |k: i64, measured_c: f64, running: bool| TwinSample {
+            stamp_ns: k * 50_000_000,
+            feed_ppm: if running { 12.0 } else { 0.0 },
+            weld_current_a: if running { 5000.0 } else { 0.0 },
+            ambient_c: 25.0,
+            measured_c,
+            running,
+        };
+        let _ = twin.handle_sample(&sample(0, 180.0, true));
+        // 2 s out of band while running: an excursion, no alert yet.
+        for k in 1..=40 {
+            let st = twin.handle_sample(&sample(k, 195.0, true));
+            assert!(st.alert.is_none());
+        }
+        // The line stops (safe state): the excursion ends, nothing is raised
+        // however long the weld cools off the model.
+        let st = twin.handle_sample(&sample(41, 150.0, false));
+        assert!(
+            matches!(st.excursion, Some(TimerAction::ExcursionEnded { .. })),
+            "{st:?}"
+        );
+        for k in 42..200 {
+            let st = twin.handle_sample(&sample(k, 150.0 - k as f64 * 0.2, false));
+            assert!(st.alert.is_none() && st.state == TwinState::Nominal, "{st:?}");
+        }
+        // Back running: the prediction starts from the measurement.
+        let st = twin.handle_sample(&sample(200, 120.0, true));
+        assert_eq!(st.predicted_c, 120.0);
+        assert_eq!(st.state, TwinState::Nominal);
     }
 }

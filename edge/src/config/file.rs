@@ -271,16 +271,122 @@ pub struct BusSection {
     /// Pulsar service URL.
     #[serde(default)]
     pub url: Option<String>,
+    /// Pulsar admin (REST) URL.
+    #[serde(default)]
+    pub admin_url: Option<String>,
+    /// Pulsar tenant.
+    #[serde(default = "default_tenant")]
+    pub tenant: String,
+    /// Pulsar namespace.
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    /// File holding the JWT the node authenticates with.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// CA certificate (PEM) to verify the broker over pulsar+ssl:// and https://.
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
+    /// Per-operation timeout, ms.
+    #[serde(default = "default_operation_timeout_ms")]
+    pub operation_timeout_ms: u64,
+    /// Set the namespace policies (schema compatibility, deduplication) at start.
+    #[serde(default = "default_true")]
+    pub configure_namespace: bool,
 }
 fn default_backend() -> String {
     "embedded".into()
+}
+fn default_tenant() -> String {
+    "public".into()
+}
+fn default_namespace() -> String {
+    "default".into()
+}
+fn default_operation_timeout_ms() -> u64 {
+    30_000
+}
+fn default_true() -> bool {
+    true
 }
 impl Default for BusSection {
     fn default() -> Self {
         Self {
             backend: default_backend(),
             url: None,
+            admin_url: None,
+            tenant: default_tenant(),
+            namespace: default_namespace(),
+            token_file: None,
+            tls_ca_file: None,
+            operation_timeout_ms: default_operation_timeout_ms(),
+            configure_namespace: true,
         }
+    }
+}
+
+impl BusSection {
+    /// Validate the pulsar settings for `url`.
+    pub(crate) fn pulsar(&self, url: &str, p: &mut Problems) -> Option<PulsarConfig> {
+        let admin_url = match &self.admin_url {
+            Some(a) if a.starts_with("http://") || a.starts_with("https://") => a.trim_end_matches('/').to_string(),
+            Some(a) => {
+                p.add("bus.admin_url", format!("{a:?} is not an http:// or https:// URL"));
+                return None;
+            }
+            None => {
+                // The broker's web service on the same host, default port 8080.
+                let host = url
+                    .split("://")
+                    .nth(1)
+                    .unwrap_or("")
+                    .split(':')
+                    .next()
+                    .unwrap_or("127.0.0.1");
+                let scheme = if url.starts_with("pulsar+ssl://") {
+                    "https"
+                } else {
+                    "http"
+                };
+                format!("{scheme}://{host}:8080")
+            }
+        };
+        for (key, v) in [("bus.tenant", &self.tenant), ("bus.namespace", &self.namespace)] {
+            let ok = !v.is_empty() && v.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+            if !ok {
+                p.add(key, format!("{v:?} is not a Pulsar name (letters, digits, - _ .)"));
+            }
+        }
+        for (key, f) in [
+            ("bus.token_file", &self.token_file),
+            ("bus.tls_ca_file", &self.tls_ca_file),
+        ] {
+            if let Some(f) = f
+                && !resolve(f).exists()
+            {
+                p.add(
+                    key,
+                    format!("{} does not exist; point it at the file or remove the key", f.display()),
+                );
+            }
+        }
+        p.range(
+            "bus.operation_timeout_ms",
+            self.operation_timeout_ms,
+            100,
+            600_000,
+            "ms",
+            "30000 rides through a broker restart",
+        );
+        Some(PulsarConfig {
+            url: url.to_string(),
+            admin_url,
+            tenant: self.tenant.clone(),
+            namespace: self.namespace.clone(),
+            token_file: self.token_file.clone(),
+            tls_ca_file: self.tls_ca_file.clone(),
+            operation_timeout: Duration::from_millis(self.operation_timeout_ms),
+            configure_namespace: self.configure_namespace,
+        })
     }
 }
 
@@ -395,9 +501,16 @@ pub struct SimSection {
 }
 
 /// Collects problems while validating.
-struct Problems(Vec<ConfigProblem>);
+#[derive(Default)]
+pub(crate) struct Problems(Vec<ConfigProblem>);
 
 impl Problems {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    pub(crate) fn into_vec(self) -> Vec<ConfigProblem> {
+        self.0
+    }
     fn add(&mut self, key: impl Into<String>, message: impl Into<String>) {
         self.0.push(ConfigProblem {
             key: key.into(),
@@ -716,7 +829,7 @@ impl FileConfig {
         let bus = match (self.bus.backend.as_str(), &self.bus.url) {
             ("embedded", _) => Some(BusConfig::Embedded),
             ("pulsar", Some(url)) if url.starts_with("pulsar://") || url.starts_with("pulsar+ssl://") => {
-                Some(BusConfig::Pulsar { url: url.clone() })
+                self.bus.pulsar(url, &mut p).map(BusConfig::Pulsar)
             }
             ("pulsar", _) => {
                 p.add(
@@ -873,7 +986,7 @@ mod tests {
         ] {
             assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
         }
-        assert_eq!(err.problems.len(), 5, "{text}");
+        assert_eq!(err.problems.len(), 6, "{text}");
     }
 
     #[test]

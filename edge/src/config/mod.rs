@@ -192,11 +192,48 @@ pub struct AnalysisSettings {
 pub enum BusConfig {
     /// In-process.
     Embedded,
-    /// Apache Pulsar (not in this version).
-    Pulsar {
-        /// Service URL.
-        url: String,
-    },
+    /// Apache Pulsar.
+    Pulsar(PulsarConfig),
+}
+
+/// Connection to an Apache Pulsar cluster.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PulsarConfig {
+    /// Binary protocol URL, `pulsar://host:6650` or `pulsar+ssl://host:6651`.
+    pub url: String,
+    /// Admin REST URL, e.g. `http://host:8080`.
+    pub admin_url: String,
+    /// Tenant of every topic.
+    pub tenant: String,
+    /// Namespace of every topic.
+    pub namespace: String,
+    /// File with the JWT to authenticate with (read at start, never logged).
+    pub token_file: Option<PathBuf>,
+    /// CA certificate to trust for TLS.
+    pub tls_ca_file: Option<PathBuf>,
+    /// Per-operation timeout.
+    pub operation_timeout: Duration,
+    /// Set namespace policies at start.
+    pub configure_namespace: bool,
+}
+
+impl PulsarConfig {
+    /// Settings for `url` with every other key at its default.
+    pub fn for_url(url: &str) -> Result<Self, ConfigError> {
+        let section = file::BusSection {
+            backend: "pulsar".into(),
+            url: Some(url.into()),
+            ..Default::default()
+        };
+        let mut p = file::Problems::default();
+        match section.pulsar(url, &mut p) {
+            Some(c) if p.is_empty() => Ok(c),
+            _ => Err(ConfigError {
+                source_name: "--bus".into(),
+                problems: p.into_vec(),
+            }),
+        }
+    }
 }
 
 /// Outbox limits.

@@ -34,6 +34,8 @@ pub struct AppState {
     pub control: Arc<ControlStats>,
     /// Outbox entry limit (for the health check).
     pub outbox_max_entries: u64,
+    /// The node's clock.
+    pub clock: Arc<dyn crate::clock::Clock>,
 }
 
 /// One health check.
@@ -146,7 +148,9 @@ async fn index() -> Html<&'static str> {
 }
 
 async fn api_state(State(app): State<AppState>) -> Json<Snapshot> {
-    Json(app.live.snapshot())
+    let mut s = app.live.snapshot();
+    s.node.now_ns = app.clock.now_ns();
+    Json(s)
 }
 
 async fn metrics(State(app): State<AppState>) -> impl IntoResponse {

@@ -25,6 +25,8 @@ pub struct NodeView {
     pub scenario: String,
     /// Start, ns.
     pub started_ns: i64,
+    /// The node's clock when this snapshot was taken, ns.
+    pub now_ns: i64,
     /// Clock backend and state.
     pub clock: String,
     /// Bus backend.
@@ -175,12 +177,14 @@ pub struct WorkOrderView {
     pub work_order_id: String,
     /// Priority.
     pub priority: String,
-    /// Defect probability.
-    pub defect_probability: f64,
+    /// Defect probability (`None` when there was no inspection data).
+    pub defect_probability: Option<f64>,
     /// Summary.
     pub summary: String,
     /// Issued, ns.
     pub issued_ns: i64,
+    /// Is an MES URL configured (else: topic only)?
+    pub to_mes: bool,
     /// Accepted by the MES, ns.
     pub delivered_ns: Option<i64>,
     /// POST attempts.

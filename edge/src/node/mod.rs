@@ -15,14 +15,14 @@ use crate::bus::outbox::Outbox;
 use crate::bus::publisher::{Publisher, flush_bus_lane};
 use crate::clock::{Clock, SystemClock};
 use crate::commands::CommandGate;
-use crate::config::{AssetConfig, AxisConfig, BusConfig, CellConfig, DerateRule, NodeConfig};
+use crate::config::{AssetConfig, AxisConfig, CellConfig, DerateRule, NodeConfig};
 use crate::control::rings::control_rings;
 use crate::control::{AxisLimits, AxisProgram, ControlRunner, ControlStats, rt};
 use crate::dashboard::{AppState, LiveState, NodeView};
 use crate::metrics::Metrics;
 use crate::report::RunReport;
 use crate::scenario::Scenario;
-use anyhow::{Context, bail};
+use anyhow::Context;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -112,9 +112,6 @@ pub async fn run(
         .cloned()
         .with_context(|| format!("the simulated line needs an [[assets]] entry on axis {}", axis.id))?;
     let rule = cfg.rules.iter().find(|r| r.asset == asset.id).cloned();
-    if let BusConfig::Pulsar { url } = &cfg.bus {
-        bail!("bus backend pulsar ({url}) is not available in this build; use [bus] backend = \"embedded\"");
-    }
 
     // Durable state first: if it cannot be opened, nothing else starts.
     std::fs::create_dir_all(&cfg.state_dir)
@@ -253,12 +250,23 @@ pub async fn run(
     let io_stats = Arc::new(IoStats::default());
     let (weld_tx, weld_rx) = rtrb::RingBuffer::new(1024);
     let stop_io = Arc::new(AtomicBool::new(false));
+    let io_prio = cfg.control.rt_priority.map(|p| (p - 10).max(1));
     let io_thread = {
         let (stop, clock, st) = (stop_io.clone(), clock.clone(), io_stats.clone());
         let (inp, out) = (endpoints.inputs, endpoints.outputs);
-        std::thread::Builder::new()
-            .name("triad-io-sim".into())
-            .spawn(move || threads::run_sim_io(line, inp, out, weld_tx, clock, st, Duration::from_millis(1), stop))?
+        std::thread::Builder::new().name("triad-io-sim".into()).spawn(move || {
+            threads::run_sim_io(
+                line,
+                inp,
+                out,
+                weld_tx,
+                clock,
+                st,
+                Duration::from_millis(1),
+                io_prio,
+                stop,
+            )
+        })?
     };
 
     // Inspection worker.
@@ -298,6 +306,7 @@ pub async fn run(
             line: cfg.line.to_string(),
             scenario: opts.scenario.name.into(),
             started_ns,
+            now_ns: started_ns,
             clock: format!("{} ({:?})", clock.name(), clock.status().state),
             bus: bus.backend().into(),
         };
@@ -363,6 +372,7 @@ pub async fn run(
         metrics: metrics.clone(),
         control: stats.clone(),
         outbox_max_entries: cfg.outbox.max_entries,
+        clock: clock.clone(),
     };
     let mut dash_stop = stop_rx.clone();
     let dashboard = tokio::spawn(crate::dashboard::serve(listener, app, async move {

@@ -57,6 +57,7 @@ pub async fn telemetry_pump(
                         weld_current_a: s.inputs.weld_current_a,
                         ambient_c: s.inputs.ambient_c,
                         measured_c: s.inputs.weld_temp_c,
+                        running: matches!(s.mode, AxisMode::Running | AxisMode::Derated),
                     });
                     update_axis(&ctx, &s);
                     if n.is_multiple_of(4) {
@@ -473,6 +474,7 @@ async fn closed_loop(
     // 1. Derate, per the rule (first, so the line is protected before anything else).
     let mut derate_ns = None;
     let mut ppm_after = ppm_before;
+    let mut derate_text = "No derate rule for this asset".to_string();
     if let Some(rule) = &ctx.rule {
         let cmd = ControlCommand {
             envelope: ctx.publisher.envelope(alert_ns),
@@ -488,11 +490,14 @@ async fn closed_loop(
             Ok((stamp, ControlEvent::Applied { to_ppm, .. })) => {
                 derate_ns = Some(stamp);
                 ppm_after = to_ppm;
+                derate_text = format!("Line derated {ppm_before} → {ppm_after} PPM");
             }
             Ok(_) => {}
-            Err(e) => ctx
-                .live
-                .event(ctx.clock.now_ns(), "derate", format!("derate not applied: {e}")),
+            Err(e) => {
+                derate_text = format!("Derate NOT applied ({e})");
+                ctx.live
+                    .event(ctx.clock.now_ns(), "derate", format!("derate not applied: {e}"))
+            }
         }
     }
     ctx.live.update(|s| {
@@ -609,7 +614,7 @@ async fn closed_loop(
         axis: ctx.axis.id.to_string(),
         alert_id: alert_id.clone(),
         priority,
-        defect_probability: if probability.is_finite() { probability } else { -1.0 },
+        defect_probability: probability.is_finite().then_some(probability),
         baseline_defect_rate: baseline_rate,
         recent_defect_rate: recent_rate,
         elevated_probability: elevated,
@@ -626,7 +631,7 @@ async fn closed_loop(
             workorder_ns,
         },
         summary: format!(
-            "{message}. Line derated {ppm_before} → {ppm_after} PPM. {summary}. Check the weld cooling and electrode of {}.",
+            "{message}. {derate_text}. {summary}. Check the weld cooling and electrode of {}.",
             ctx.asset.id
         ),
     };
@@ -638,6 +643,7 @@ async fn closed_loop(
             defect_probability: wo.defect_probability,
             summary: wo.summary.clone(),
             issued_ns: workorder_ns,
+            to_mes: ctx.cfg.mes.url.is_some(),
             ..Default::default()
         });
         if let Some(c) = s.chain.as_mut() {

@@ -33,8 +33,14 @@ pub fn run_sim_io(
     clock: Arc<dyn Clock>,
     stats: Arc<IoStats>,
     period: Duration,
+    rt_priority: Option<i32>,
     stop: Arc<AtomicBool>,
 ) {
+    // The scan feeds the control loop: it runs real-time too, just below it.
+    let st = rt::prepare_current_thread(rt_priority, None);
+    if let Err(e) = &st.fifo {
+        tracing::debug!(reason = %e, "sim I/O scan at normal priority");
+    }
     let period_ns = period.as_nanos() as i64;
     let mut out = LineOutputs::SAFE;
     let mut next = monotonic_ns() + period_ns;

@@ -330,10 +330,10 @@ impl ProcessIo for SimLine {
     fn scan(&mut self, outputs: &LineOutputs, now_ns: i64) -> Result<LineInputs, IoError> {
         let start = *self.start_ns.get_or_insert(now_ns);
         let target = now_ns - start;
-        // Always at least one step per scan, so a scan loop that runs early
-        // still moves the plant; never more than one second of catch-up.
+        // Physics keeps pace with the clock, never ahead of it (weld stamps
+        // are never in the future); at most one second of catch-up per scan.
         let mut steps = 0;
-        while (self.sim_ns < target || steps == 0) && steps < 1000 {
+        while self.sim_ns < target && steps < 1000 {
             let step_stamp = start + self.sim_ns;
             self.step(outputs, step_stamp);
             steps += 1;
@@ -378,7 +378,8 @@ mod tests {
     fn run(line: &mut SimLine, out: &LineOutputs, seconds: f64) -> (LineInputs, Vec<WeldEvent>) {
         let mut welds = Vec::new();
         let mut last = LineInputs::default();
-        let n = (seconds * 1000.0) as i64;
+        // One scan more: the first scan only sets the plant's time origin.
+        let n = (seconds * 1000.0) as i64 + 1;
         let base = line.sim_time_ns();
         for k in 1..=n {
             last = line.scan(out, 1_000_000_000 + base + k * 1_000_000).unwrap();
