@@ -2,11 +2,12 @@
 # The test command: installs what the tests need, starts the real peers, and
 # runs every check and test. Run from anywhere:  bash scripts/test-all.sh
 #
-#   1. system packages (Debian): protoc, Chromium, linuxptp, rt-tests, socat
+#   1. system packages (Debian): protoc, Chromium, linuxptp, rt-tests, socat (Java and Maven for Pulsar)
 #   2. Rust components: rustfmt, clippy
 #   3. Python peers in .venv: onnxruntime, onnx, pulsar-client, PyJWT, ...
 #   4. formatting and lints (rustfmt, clippy -D warnings)
-#   5. the triad binary, then `cargo test --workspace`
+#   5. the triad binary and an Apache Pulsar standalone broker (deploy/pulsar)
+#   6. `cargo test --workspace`; the broker is stopped at the end
 #
 # Environment: TRIAD_SKIP_INSTALL=1 skips steps 1-3 (they are idempotent anyway).
 set -euo pipefail
@@ -23,6 +24,9 @@ if [ "${TRIAD_SKIP_INSTALL:-0}" != 1 ]; then
   command -v ptp4l >/dev/null || need+=(linuxptp)
   command -v cyclictest >/dev/null || need+=(rt-tests)
   command -v socat >/dev/null || need+=(socat)
+  command -v mvn >/dev/null || need+=(maven)
+  command -v java >/dev/null || need+=(default-jdk-headless)
+  command -v curl >/dev/null || need+=(curl)
   if [ ${#need[@]} -gt 0 ]; then
     sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
     echo "installing: ${need[*]}"
@@ -50,6 +54,13 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "build the triad binary"
 cargo build --locked -p triad-edge --bin triad
+
+step "Apache Pulsar standalone broker"
+# Fetched from Maven Central on first use (cached), bound to 127.0.0.1.
+eval "$(deploy/pulsar/standalone start --fresh)"
+export PULSAR_SERVICE_URL PULSAR_ADMIN_URL
+trap 'deploy/pulsar/standalone stop >/dev/null 2>&1 || true' EXIT
+echo "broker: $PULSAR_SERVICE_URL (admin $PULSAR_ADMIN_URL)"
 
 step "tests"
 cargo test --workspace --locked

@@ -96,7 +96,7 @@ pub async fn run_mes_connector(
         if *shutdown.borrow() {
             return;
         }
-        let batch = outbox.pending(Lane::Mes, 16).unwrap_or_else(|e| {
+        let batch = outbox.blocking(|o| o.pending(Lane::Mes, 16)).await.unwrap_or_else(|e| {
             tracing::error!(error = %e, "outbox read failed");
             Vec::new()
         });
@@ -117,7 +117,8 @@ pub async fn run_mes_connector(
                     metrics.mes("accepted");
                     live.mes_delivered(&id, clock.now_ns());
                     tracing::info!(work_order = %id, url = %url, "work order accepted by the MES");
-                    if let Err(err) = outbox.ack(Lane::Mes, &[e.id]) {
+                    let id = e.id;
+                    if let Err(err) = outbox.blocking(move |o| o.ack(Lane::Mes, &[id])).await {
                         tracing::error!(error = %err, "outbox ack failed; the MES may receive this work order twice");
                     }
                     backoff = cfg.retry_initial;
@@ -126,7 +127,8 @@ pub async fn run_mes_connector(
                     metrics.mes("refused");
                     live.mes_failed(&id, &why, true);
                     tracing::error!(work_order = %id, url = %url, error = %why, "MES refused the work order; kept in the outbox's dead letters for replay");
-                    let _ = outbox.dead_letter(e, &why);
+                    let (dead, reason) = (e.clone(), why.clone());
+                    let _ = outbox.blocking(move |o| o.dead_letter(&dead, &reason)).await;
                 }
                 Attempt::Retry(why) => {
                     metrics.mes("retry");

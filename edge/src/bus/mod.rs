@@ -3,7 +3,8 @@
 //! - [`embedded`]: in-process (the default): every topic is a broadcast
 //!   channel; producers register their Avro schema and are refused if it is
 //!   not BACKWARD compatible with the registered one, as a broker would.
-//! - `pulsar`: Apache Pulsar (planned; see the Pulsar issue).
+//! - [`pulsar`]: Apache Pulsar through pulsar-rs, with the schemas registered
+//!   in the broker's registry ([`pulsar_admin`]).
 //!
 //! Above the backends sit the durable [`outbox`] (redb) for at-least-once
 //! topics, and the [`publisher`], which stamps envelopes, numbers messages,
@@ -12,6 +13,9 @@
 pub mod embedded;
 pub mod outbox;
 pub mod publisher;
+pub mod pulsar;
+pub mod pulsar_admin;
+pub mod tools;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -117,6 +121,19 @@ pub trait Bus: Send + Sync + 'static {
     fn ensure_producer<'a>(&'a self, topic: &'a Topic) -> BusFuture<'a, ()>;
     /// Publish and wait for the acknowledgement.
     fn publish<'a>(&'a self, msg: &'a RawMessage) -> BusFuture<'a, ()>;
+    /// Publish several messages of one topic in order, pipelined where the
+    /// backend can. Returns how many (a prefix) were acknowledged, and the
+    /// error that stopped the rest.
+    fn publish_many<'a>(&'a self, msgs: &'a [RawMessage]) -> BusFuture<'a, (usize, Option<BusError>)> {
+        Box::pin(async move {
+            for (i, m) in msgs.iter().enumerate() {
+                if let Err(e) = self.publish(m).await {
+                    return Ok((i, Some(e)));
+                }
+            }
+            Ok((msgs.len(), None))
+        })
+    }
     /// Subscribe to `topic` under the subscription name `name`.
     fn subscribe<'a>(&'a self, topic: &'a Topic, name: &'a str) -> BusFuture<'a, Subscription>;
 }

@@ -170,6 +170,18 @@ impl Outbox {
         }
     }
 
+    /// Run `f` (a database call, which may wait for the disk) on the
+    /// blocking pool, so async tasks never stall their runtime thread.
+    pub async fn blocking<T: Send + 'static>(
+        self: &std::sync::Arc<Self>,
+        f: impl FnOnce(&Outbox) -> T + Send + 'static,
+    ) -> T {
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || f(&me))
+            .await
+            .expect("outbox call panicked")
+    }
+
     /// Current sizes.
     pub fn stats(&self) -> OutboxStats {
         *self.stats.lock().expect("outbox stats poisoned")
@@ -261,13 +273,30 @@ impl Outbox {
 
     /// Up to `max` pending entries of `lane`, oldest first.
     pub fn pending(&self, lane: Lane, max: usize) -> Result<Vec<OutboxEntry>, OutboxError> {
+        self.pending_filtered(lane, max, |_| false)
+    }
+
+    /// Like [`Outbox::pending`], passing over entries whose topic `skip`
+    /// says to (topics that cannot be delivered now must not hold up others).
+    pub fn pending_filtered(
+        &self,
+        lane: Lane,
+        max: usize,
+        skip: impl Fn(&str) -> bool,
+    ) -> Result<Vec<OutboxEntry>, OutboxError> {
         let tx = self.db.begin_read().map_err(|e| self.storage(e))?;
         let t = tx.open_table(ENTRIES).map_err(|e| self.storage(e))?;
         let l = lane as u8;
         let mut out = Vec::new();
-        for row in t.range((l, 0)..=(l, u64::MAX)).map_err(|e| self.storage(e))?.take(max) {
+        for row in t.range((l, 0)..=(l, u64::MAX)).map_err(|e| self.storage(e))? {
+            if out.len() >= max {
+                break;
+            }
             let (k, v) = row.map_err(|e| self.storage(e))?;
             let (topic, key, sequence, created_ns, payload) = v.value();
+            if skip(topic) {
+                continue;
+            }
             out.push(OutboxEntry {
                 lane,
                 id: k.value().1,

@@ -110,7 +110,8 @@ impl Publisher {
 
     async fn publish_lanes<M: BusMessage>(&self, topic: &Topic, mut msg: M, mes: bool) -> Result<M, PublishError> {
         debug_assert_eq!(topic.kind(), M::KIND, "message kind does not match topic {topic}");
-        self.open(topic).await?;
+        // No producer check here: a durable message goes into the outbox even
+        // while the bus is unreachable; the backends open producers themselves.
         if !(topic.qos().durable() || mes) {
             let seq = {
                 let mut s = self.volatile_seq.lock().expect("poisoned");
@@ -191,19 +192,38 @@ impl Publisher {
     }
 }
 
-/// Deliver the bus lane of the outbox, oldest first, until `shutdown`.
+/// Delivery state of one topic in the flusher.
+struct Retry {
+    at: std::time::Instant,
+    backoff: Duration,
+    logged: Option<std::time::Instant>,
+}
+
+/// Deliver the bus lane of the outbox until `shutdown`: oldest first and in
+/// order per topic, pipelined per topic; a topic that cannot be delivered
+/// (broker down, schema refused) backs off without holding up the others.
 pub async fn flush_bus_lane(
     outbox: Arc<Outbox>,
     bus: Arc<dyn Bus>,
     metrics: Arc<Metrics>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
-    let mut backoff = Duration::from_millis(100);
+    use std::time::Instant;
+    let mut retry: HashMap<String, Retry> = HashMap::new();
     loop {
         if *shutdown.borrow() {
             return;
         }
-        let batch = match outbox.pending(Lane::Bus, 64) {
+        let now = Instant::now();
+        let waiting: std::collections::HashSet<String> = retry
+            .iter()
+            .filter(|(_, r)| r.at > now)
+            .map(|(t, _)| t.clone())
+            .collect();
+        let batch = match outbox
+            .blocking(move |o| o.pending_filtered(Lane::Bus, 512, |t| waiting.contains(t)))
+            .await
+        {
             Ok(b) => b,
             Err(e) => {
                 tracing::error!(error = %e, "outbox read failed");
@@ -212,62 +232,224 @@ pub async fn flush_bus_lane(
             }
         };
         if batch.is_empty() {
+            let next_retry = retry
+                .values()
+                .map(|r| r.at)
+                .min()
+                .map(|t| t.saturating_duration_since(now));
+            let nap = next_retry
+                .unwrap_or(Duration::from_millis(200))
+                .min(Duration::from_millis(200));
             tokio::select! {
                 _ = outbox.appended() => {}
-                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                _ = tokio::time::sleep(nap) => {}
                 _ = shutdown.changed() => {}
             }
             continue;
         }
-        let mut done = Vec::with_capacity(batch.len());
-        let mut failed = false;
+        // Group by topic, keeping each topic's order.
+        let mut groups: Vec<(String, Vec<&super::outbox::OutboxEntry>)> = Vec::new();
         for e in &batch {
-            let topic = match Topic::parse(&e.topic) {
+            match groups.iter_mut().find(|(t, _)| *t == e.topic) {
+                Some((_, v)) => v.push(e),
+                None => groups.push((e.topic.clone(), vec![e])),
+            }
+        }
+        for (name, entries) in groups {
+            let topic = match Topic::parse(&name) {
                 Ok(t) => t,
                 Err(why) => {
-                    let _ = outbox.dead_letter(e, &why);
+                    let dead: Vec<_> = entries.into_iter().cloned().collect();
+                    outbox
+                        .blocking(move |o| {
+                            for e in &dead {
+                                let _ = o.dead_letter(e, &why);
+                            }
+                        })
+                        .await;
                     continue;
                 }
             };
-            let raw = RawMessage {
-                topic,
-                key: e.key.clone(),
-                sequence: e.sequence,
-                payload: e.payload.clone(),
+            let raws: Vec<RawMessage> = entries
+                .iter()
+                .map(|e| RawMessage {
+                    topic: topic.clone(),
+                    key: e.key.clone(),
+                    sequence: e.sequence,
+                    payload: e.payload.clone(),
+                })
+                .collect();
+            let (n, err) = match tokio::time::timeout(Duration::from_secs(120), bus.publish_many(&raws)).await {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => (0, Some(e)),
+                Err(_) => (
+                    0,
+                    Some(BusError::Unavailable {
+                        backend: bus.backend(),
+                        detail: "publish took over 120 s".into(),
+                    }),
+                ),
             };
-            match tokio::time::timeout(Duration::from_secs(5), bus.publish(&raw)).await {
-                Ok(Ok(())) => {
-                    metrics.bus_published(&e.topic);
-                    done.push(e.id);
+            let ids: Vec<u64> = entries[..n].iter().map(|e| e.id).collect();
+            for _ in 0..n {
+                metrics.bus_published(&name);
+            }
+            if let Err(e) = outbox.blocking(move |o| o.ack(Lane::Bus, &ids)).await {
+                tracing::error!(error = %e, "outbox ack failed; messages may be offered twice (the bus skips what the topic already has)");
+            }
+            let Some(err) = err else {
+                if let Some(r) = retry.remove(&name)
+                    && r.logged.is_some()
+                {
+                    tracing::info!(topic = %name, "bus delivery resumed");
                 }
-                Ok(Err(err @ (BusError::InvalidPayload { .. } | BusError::IncompatibleSchema { .. }))) => {
-                    tracing::error!(topic = %e.topic, sequence = e.sequence, error = %err, "bus refused the message for good; moved to dead letters");
-                    let _ = outbox.ack(Lane::Bus, &done);
-                    done.clear();
-                    let _ = outbox.dead_letter(e, &err.to_string());
+                continue;
+            };
+            metrics.bus_publish_error(&name);
+            match err {
+                BusError::InvalidPayload { .. } => {
+                    tracing::error!(topic = %name, sequence = entries[n].sequence, error = %err, "bus refused the message for good; moved to dead letters");
+                    let (dead, why) = (entries[n].clone(), err.to_string());
+                    let _ = outbox.blocking(move |o| o.dead_letter(&dead, &why)).await;
                 }
-                Ok(Err(err)) => {
-                    metrics.bus_publish_error(&e.topic);
-                    tracing::warn!(topic = %e.topic, error = %err, retry_ms = backoff.as_millis() as u64, "bus publish failed; will retry from the outbox");
-                    failed = true;
-                    break;
-                }
-                Err(_) => {
-                    metrics.bus_publish_error(&e.topic);
-                    tracing::warn!(topic = %e.topic, "bus publish timed out after 5 s; will retry from the outbox");
-                    failed = true;
-                    break;
+                other => {
+                    let permanent = matches!(other, BusError::IncompatibleSchema { .. });
+                    let r = retry.entry(name.clone()).or_insert(Retry {
+                        at: now,
+                        backoff: Duration::from_millis(100),
+                        logged: None,
+                    });
+                    r.backoff = if permanent {
+                        Duration::from_secs(30)
+                    } else {
+                        (r.backoff * 2).min(Duration::from_secs(5))
+                    };
+                    r.at = Instant::now() + r.backoff;
+                    if r.logged.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                        let pending = outbox.stats().pending_bus;
+                        if permanent {
+                            tracing::error!(topic = %name, error = %other, pending, "topic not delivered: fix the schema registry; messages wait in the outbox");
+                        } else {
+                            tracing::warn!(topic = %name, error = %other, pending, retry_ms = r.backoff.as_millis() as u64, "bus delivery failing; messages wait in the outbox");
+                        }
+                        r.logged = Some(Instant::now());
+                    }
                 }
             }
         }
-        if let Err(e) = outbox.ack(Lane::Bus, &done) {
-            tracing::error!(error = %e, "outbox ack failed; messages may be delivered twice (consumers deduplicate by sequence)");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bus::{BusFuture, Subscription};
+    use crate::clock::SystemClock;
+    use crate::config::OutboxLimits;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use triad_schemas::ids::AssetId;
+    use triad_schemas::{AlertKind, AlertState, Severity, TwinAlert};
+
+    /// A bus that refuses everything until `up` is set, then records.
+    #[derive(Default)]
+    struct FlakyBus {
+        up: AtomicBool,
+        got: Mutex<Vec<i64>>,
+    }
+
+    impl Bus for FlakyBus {
+        fn backend(&self) -> &'static str {
+            "flaky"
         }
-        if failed {
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(5));
-        } else {
-            backoff = Duration::from_millis(100);
+        fn ensure_producer<'a>(&'a self, _topic: &'a Topic) -> BusFuture<'a, ()> {
+            Box::pin(async { Ok(()) })
         }
+        fn publish<'a>(&'a self, msg: &'a RawMessage) -> BusFuture<'a, ()> {
+            Box::pin(async move {
+                if !self.up.load(Ordering::SeqCst) {
+                    return Err(BusError::Unavailable {
+                        backend: "flaky",
+                        detail: "down".into(),
+                    });
+                }
+                self.got.lock().unwrap().push(msg.sequence);
+                Ok(())
+            })
+        }
+        fn subscribe<'a>(&'a self, _topic: &'a Topic, _name: &'a str) -> BusFuture<'a, Subscription> {
+            Box::pin(async { Err(BusError::Closed) })
+        }
+    }
+
+    fn alert(p: &Publisher, i: i64) -> TwinAlert {
+        TwinAlert {
+            envelope: p.envelope(i),
+            alert_id: format!("A{i}"),
+            asset: "pack".into(),
+            kind: AlertKind::ResidualOutOfBand,
+            state: AlertState::Raised,
+            severity: Severity::Warning,
+            onset_ns: 0,
+            raised_ns: 0,
+            residual_c: 7.0,
+            band_c: 6.0,
+            persistence_ms: 3000,
+            message: "m".into(),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_outbox_holds_producers_back_and_loses_nothing() {
+        let dir = std::env::temp_dir().join(format!("triad-pub-full-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let outbox = Arc::new(
+            Outbox::open(
+                &dir.join("o.redb"),
+                OutboxLimits {
+                    max_entries: 2,
+                    max_bytes: 1 << 20,
+                },
+            )
+            .unwrap(),
+        );
+        let bus = Arc::new(FlakyBus::default());
+        let metrics = Arc::new(Metrics::new());
+        let p = Arc::new(Publisher::new(
+            NodeId::new("n1").unwrap(),
+            Arc::new(SystemClock),
+            bus.clone(),
+            outbox.clone(),
+            metrics.clone(),
+        ));
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let flusher = tokio::spawn(flush_bus_lane(outbox.clone(), bus.clone(), metrics.clone(), stop_rx));
+        let topic = Topic::twin_alert(&AssetId::new("pack").unwrap());
+        // Two fit; the third waits for room while the bus is down.
+        for i in 1..=2 {
+            p.publish_durably(&topic, alert(&p, i), false).await.unwrap();
+        }
+        let (p2, t2) = (p.clone(), topic.clone());
+        let waiting = tokio::spawn(async move {
+            for i in 3..=5 {
+                p2.publish_durably(&t2, alert(&p2, i), false).await.unwrap();
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert!(!waiting.is_finished(), "a full outbox must hold the producer back");
+        assert!(metrics.outbox_full.get() > 0);
+        // The bus comes back: everything goes out, once, in order.
+        bus.up.store(true, Ordering::SeqCst);
+        tokio::time::timeout(Duration::from_secs(10), waiting)
+            .await
+            .unwrap()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while bus.got.lock().unwrap().len() < 5 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(*bus.got.lock().unwrap(), vec![1, 2, 3, 4, 5]);
+        let _ = stop_tx.send(true);
+        let _ = flusher.await;
+        assert_eq!(outbox.stats().pending_bus, 0);
     }
 }

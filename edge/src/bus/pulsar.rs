@@ -1,0 +1,509 @@
+//! The Apache Pulsar backend of the bus.
+//!
+//! - **One long-lived client**, connected lazily and re-connected on demand:
+//!   a broker that is down at start-up or goes away later never stops the
+//!   node; publishes fail with [`BusError::Unavailable`] and durable messages
+//!   wait in the outbox. Every call runs under a timeout.
+//! - **Topic names** follow the rule in `triad_schemas::topic`:
+//!   `persistent://<tenant>/<namespace>/<family>.<id>.<kind>`.
+//! - **Schemas**: every producer and consumer carries the topic's AVRO schema
+//!   from `schemas/avro/`. Before a producer opens, the schema registered for
+//!   the topic (if any) is fetched and checked with our own BACKWARD rule, so a
+//!   refusal names the field that broke which rule; the broker enforces the
+//!   same rule (the node sets the namespace's strategy to BACKWARD).
+//! - **QoS**: no batching anywhere (control commands must not wait, and one
+//!   entry per message keeps the "last message" check below exact);
+//!   durable topics use an exclusive producer; compacted topics get a
+//!   topic-level compaction threshold.
+//! - **Exactly once on the topic**: pulsar-rs numbers messages itself from 0
+//!   for every new producer and cannot send the outbox's sequence as the
+//!   Pulsar sequence id, so broker deduplication alone cannot recognise a
+//!   restarted node's resends. Instead, whenever a durable topic's producer is
+//!   (re)created or a send failed, the node reads the topic's last message
+//!   (admin `examinemessage`) and skips every outbox entry whose envelope
+//!   sequence is already there. Messages are persisted in order and the
+//!   producer is exclusive, so "the last one" identifies everything before it.
+//!   Broker deduplication stays enabled on the namespace for pulsar-rs's own
+//!   in-session resends.
+
+use super::pulsar_admin::{AdminError, PulsarAdmin};
+use super::{Bus, BusError, BusFuture, Delivery, RawMessage, Subscription};
+use crate::config::PulsarConfig;
+use futures::StreamExt;
+use pulsar::consumer::InitialPosition;
+use pulsar::proto::MessageIdData;
+use pulsar::{
+    Authentication, ConnectionRetryOptions, ConsumerOptions, OperationRetryOptions, ProducerOptions, Pulsar, SubType,
+    TokioExecutor,
+};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use triad_schemas::{Topic, codec};
+
+type Client = Pulsar<TokioExecutor>;
+type Producer = pulsar::Producer<TokioExecutor>;
+
+/// Producer state of one topic.
+struct TopicState {
+    producer: Option<Producer>,
+    /// Highest envelope sequence known to be on the topic (durable topics);
+    /// `None` means unknown: read the last message before sending.
+    on_broker: Option<i64>,
+    /// Set when the schema was refused: the producer is not started.
+    refused: Option<String>,
+}
+
+/// The Pulsar bus.
+pub struct PulsarBus {
+    cfg: PulsarConfig,
+    token: Option<String>,
+    client: tokio::sync::Mutex<Option<Client>>,
+    /// Last failed connection attempt, its error and the current backoff:
+    /// callers in between get the error at once instead of hammering the broker.
+    last_failure: Mutex<Option<(std::time::Instant, BusError, Duration)>>,
+    admin: PulsarAdmin,
+    topics: Mutex<HashMap<String, Arc<tokio::sync::Mutex<TopicState>>>>,
+}
+
+fn unavailable(detail: impl Into<String>) -> BusError {
+    BusError::Unavailable {
+        backend: "pulsar",
+        detail: detail.into(),
+    }
+}
+
+fn admin_err(e: AdminError) -> BusError {
+    unavailable(e.to_string())
+}
+
+/// Read the JWT from `path` (trimmed). The token is never logged.
+pub fn read_token(path: &std::path::Path) -> Result<String, String> {
+    let t = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the Pulsar token file {}: {e}", path.display()))?;
+    let t = t.trim().to_string();
+    if t.split('.').count() != 3 {
+        return Err(format!(
+            "{} does not hold a JWT (three dot-separated parts)",
+            path.display()
+        ));
+    }
+    Ok(t)
+}
+
+impl PulsarBus {
+    /// A bus for `cfg`. Does not connect yet; [`PulsarBus::connect`] does.
+    pub fn new(cfg: PulsarConfig) -> Result<Self, String> {
+        let token = cfg.token_file.as_deref().map(read_token).transpose()?;
+        let ca = match &cfg.tls_ca_file {
+            Some(f) => Some(std::fs::read(f).map_err(|e| format!("cannot read the CA file {}: {e}", f.display()))?),
+            None => None,
+        };
+        let admin = PulsarAdmin::new(&cfg.admin_url, token.clone(), ca.as_deref(), Duration::from_secs(10))
+            .map_err(|e| e.to_string())?;
+        Ok(Self {
+            cfg,
+            token,
+            client: tokio::sync::Mutex::new(None),
+            last_failure: Mutex::new(None),
+            admin,
+            topics: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The admin client.
+    pub fn admin(&self) -> &PulsarAdmin {
+        &self.admin
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &PulsarConfig {
+        &self.cfg
+    }
+
+    /// Connect now (and set the namespace policies if configured). Errors
+    /// are returned, not fatal: the bus keeps trying on every call.
+    pub async fn connect(&self) -> Result<(), BusError> {
+        self.client().await?;
+        if self.cfg.configure_namespace {
+            self.admin
+                .configure_namespace(&self.cfg.tenant, &self.cfg.namespace)
+                .await
+                .map_err(admin_err)?;
+        }
+        Ok(())
+    }
+
+    async fn client(&self) -> Result<Client, BusError> {
+        let mut guard = self.client.lock().await;
+        if let Some(c) = guard.as_ref() {
+            return Ok(c.clone());
+        }
+        if let Some((at, err, backoff)) = self.last_failure.lock().expect("poisoned").as_ref()
+            && at.elapsed() < *backoff
+        {
+            return Err(err.clone());
+        }
+        let result = self.build_client().await;
+        match &result {
+            Ok(c) => {
+                *guard = Some(c.clone());
+                *self.last_failure.lock().expect("poisoned") = None;
+            }
+            Err(e) => {
+                let mut lf = self.last_failure.lock().expect("poisoned");
+                let backoff = lf
+                    .as_ref()
+                    .map(|(_, _, b)| (*b * 2).min(Duration::from_secs(30)))
+                    .unwrap_or(Duration::from_secs(1));
+                *lf = Some((std::time::Instant::now(), e.clone(), backoff));
+            }
+        }
+        result
+    }
+
+    async fn build_client(&self) -> Result<Client, BusError> {
+        let mut b = Pulsar::builder(self.cfg.url.clone(), TokioExecutor)
+            .with_operation_retry_options(OperationRetryOptions {
+                operation_timeout: self.cfg.operation_timeout,
+                retry_delay: Duration::from_millis(500),
+                max_retries: None,
+            })
+            .with_connection_retry_options(ConnectionRetryOptions {
+                min_backoff: Duration::from_millis(100),
+                max_backoff: Duration::from_secs(2),
+                max_retries: 3,
+                connection_timeout: Duration::from_secs(5),
+                keep_alive: Duration::from_secs(10),
+                ..ConnectionRetryOptions::default()
+            });
+        if let Some(t) = &self.token {
+            b = b.with_auth(Authentication {
+                name: "token".into(),
+                data: t.clone().into_bytes(),
+            });
+        }
+        if let Some(ca) = &self.cfg.tls_ca_file {
+            b = b
+                .with_certificate_chain_file(ca)
+                .map_err(|e| unavailable(format!("CA file {}: {e}", ca.display())))?;
+        }
+        let client = tokio::time::timeout(Duration::from_secs(15), b.build())
+            .await
+            .map_err(|_| unavailable(format!("no connection to {} within 15 s", self.cfg.url)))?
+            .map_err(|e| unavailable(format!("cannot connect to {}: {e}", self.cfg.url)))?;
+        tracing::info!(url = %self.cfg.url, "connected to Pulsar");
+        Ok(client)
+    }
+
+    fn state(&self, topic: &Topic) -> Arc<tokio::sync::Mutex<TopicState>> {
+        self.topics
+            .lock()
+            .expect("topic map poisoned")
+            .entry(topic.name().to_string())
+            .or_insert_with(|| {
+                Arc::new(tokio::sync::Mutex::new(TopicState {
+                    producer: None,
+                    on_broker: None,
+                    refused: None,
+                }))
+            })
+            .clone()
+    }
+
+    /// The local part of the Pulsar name (`insp.cell_2245.result`).
+    pub fn local_name(topic: &Topic) -> String {
+        topic.name().replace('/', ".")
+    }
+
+    /// Compare our schema with the one registered for `topic`; the error
+    /// names the field and the rule.
+    pub async fn check_registered(&self, topic: &Topic) -> Result<(), BusError> {
+        let ours = codec::schema_json(topic.kind());
+        let local = Self::local_name(topic);
+        let registered = self
+            .admin
+            .get_schema(&self.cfg.tenant, &self.cfg.namespace, &local)
+            .await
+            .map_err(admin_err)?;
+        if let Some(reg) = registered
+            && let Err(e) = codec::check_compatible(&reg, ours)
+        {
+            return Err(BusError::IncompatibleSchema {
+                topic: topic.name().into(),
+                detail: e.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    async fn open_producer(&self, topic: &Topic, st: &mut TopicState) -> Result<(), BusError> {
+        if let Some(why) = &st.refused {
+            return Err(BusError::IncompatibleSchema {
+                topic: topic.name().into(),
+                detail: why.clone(),
+            });
+        }
+        if st.producer.is_some() {
+            return Ok(());
+        }
+        let client = self.client().await?;
+        if let Err(e) = self.check_registered(topic).await {
+            if let BusError::IncompatibleSchema { detail, .. } = &e {
+                st.refused = Some(detail.clone());
+                tracing::error!(topic = %topic, error = %e, "producer not started: schema incompatible with the broker's registry");
+            }
+            return Err(e);
+        }
+        let qos = topic.qos();
+        let schema = pulsar::proto::Schema {
+            name: topic.kind().record_name().into(),
+            schema_data: codec::schema_json(topic.kind()).as_bytes().to_vec(),
+            r#type: pulsar::proto::schema::Type::Avro as i32,
+            ..Default::default()
+        };
+        let options = ProducerOptions {
+            schema: Some(schema),
+            batch_size: None,
+            // Exclusive: one producer per durable topic, which the last-message
+            // check relies on.
+            access_mode: if qos.durable() { Some(1) } else { None },
+            block_queue_if_full: true,
+            ..Default::default()
+        };
+        let full = topic.pulsar_name(&self.cfg.tenant, &self.cfg.namespace);
+        let build = client.producer().with_topic(full.clone()).with_options(options).build();
+        let producer = match tokio::time::timeout(self.cfg.operation_timeout, build).await {
+            Err(_) => {
+                return Err(unavailable(format!(
+                    "producer for {full} not created within {:?}",
+                    self.cfg.operation_timeout
+                )));
+            }
+            Ok(Err(e)) => {
+                let text = e.to_string();
+                if text.contains("IncompatibleSchema") || text.contains("ncompatible") {
+                    let detail = match self.check_registered(topic).await {
+                        Err(BusError::IncompatibleSchema { detail, .. }) => format!("{detail} (broker: {text})"),
+                        _ => format!("broker: {text}"),
+                    };
+                    st.refused = Some(detail.clone());
+                    tracing::error!(topic = %topic, error = %detail, "producer not started: the broker refused the schema");
+                    return Err(BusError::IncompatibleSchema {
+                        topic: topic.name().into(),
+                        detail,
+                    });
+                }
+                return Err(unavailable(format!("cannot create the producer for {full}: {text}")));
+            }
+            Ok(Ok(p)) => p,
+        };
+        if qos.compacted() {
+            let local = Self::local_name(topic);
+            if let Err(e) = self
+                .admin
+                .set_compaction(&self.cfg.tenant, &self.cfg.namespace, &local, 1 << 20)
+                .await
+            {
+                tracing::warn!(topic = %topic, error = %e, "could not set the compaction threshold; the topic keeps every message");
+            }
+        }
+        st.producer = Some(producer);
+        st.on_broker = None;
+        Ok(())
+    }
+
+    async fn resync(&self, topic: &Topic, st: &mut TopicState) -> Result<i64, BusError> {
+        if let Some(s) = st.on_broker {
+            return Ok(s);
+        }
+        let local = Self::local_name(topic);
+        let last = self
+            .admin
+            .last_message(&self.cfg.tenant, &self.cfg.namespace, &local)
+            .await
+            .map_err(admin_err)?;
+        let seq = match last {
+            None => 0,
+            Some(bytes) => match codec::decode_envelope(topic.kind(), &bytes) {
+                Ok(env) => env.sequence,
+                Err(e) => {
+                    tracing::warn!(topic = %topic, error = %e, "the topic's last message is not ours; sending everything");
+                    0
+                }
+            },
+        };
+        tracing::debug!(topic = %topic, last_sequence = seq, "resynchronised with the topic");
+        st.on_broker = Some(seq);
+        Ok(seq)
+    }
+
+    /// Publish `msgs` (one topic, increasing sequences): pipelined sends, then
+    /// receipts in order.
+    async fn send_all(&self, msgs: &[RawMessage]) -> (usize, Option<BusError>) {
+        let Some(first) = msgs.first() else { return (0, None) };
+        let topic = &first.topic;
+        let durable = topic.qos().durable();
+        let state = self.state(topic);
+        let mut st = state.lock().await;
+        if let Err(e) = self.open_producer(topic, &mut st).await {
+            return (0, Some(e));
+        }
+        let already = if durable {
+            match self.resync(topic, &mut st).await {
+                Ok(s) => s,
+                Err(e) => return (0, Some(e)),
+            }
+        } else {
+            i64::MIN
+        };
+        let skip = msgs.iter().take_while(|m| durable && m.sequence <= already).count();
+        let mut futures = Vec::with_capacity(msgs.len() - skip);
+        let producer = st.producer.as_mut().expect("opened above");
+        let mut failure = None;
+        for m in &msgs[skip..] {
+            let message = pulsar::producer::Message {
+                payload: m.payload.clone(),
+                partition_key: Some(m.key.clone()),
+                properties: HashMap::from([("triad-seq".to_string(), m.sequence.to_string())]),
+                ..Default::default()
+            };
+            match tokio::time::timeout(self.cfg.operation_timeout, producer.send_non_blocking(message)).await {
+                Ok(Ok(f)) => futures.push((m.sequence, f)),
+                Ok(Err(e)) => {
+                    failure = Some(unavailable(format!("send to {topic} failed: {e}")));
+                    break;
+                }
+                Err(_) => {
+                    failure = Some(unavailable(format!("send to {topic} timed out")));
+                    break;
+                }
+            }
+        }
+        let mut acked = skip;
+        for (seq, f) in futures {
+            if failure.is_some() {
+                break;
+            }
+            match tokio::time::timeout(self.cfg.operation_timeout, f).await {
+                Ok(Ok(_receipt)) => {
+                    acked += 1;
+                    if durable {
+                        st.on_broker = Some(seq);
+                    }
+                }
+                Ok(Err(e)) => failure = Some(unavailable(format!("broker did not persist a message of {topic}: {e}"))),
+                Err(_) => {
+                    failure = Some(unavailable(format!(
+                        "no receipt from the broker for {topic} within {:?}",
+                        self.cfg.operation_timeout
+                    )))
+                }
+            }
+        }
+        if failure.is_some() {
+            // Forget the producer (its pending resends die with it) and what we
+            // believed was on the topic: the next attempt starts from the
+            // broker's truth.
+            if let Some(mut p) = st.producer.take() {
+                let _ = tokio::time::timeout(Duration::from_secs(2), p.close()).await;
+            }
+            st.on_broker = None;
+        }
+        (acked, failure)
+    }
+}
+
+impl Bus for PulsarBus {
+    fn backend(&self) -> &'static str {
+        "pulsar"
+    }
+
+    fn ensure_producer<'a>(&'a self, topic: &'a Topic) -> BusFuture<'a, ()> {
+        Box::pin(async move {
+            let state = self.state(topic);
+            let mut st = state.lock().await;
+            self.open_producer(topic, &mut st).await
+        })
+    }
+
+    fn publish<'a>(&'a self, msg: &'a RawMessage) -> BusFuture<'a, ()> {
+        Box::pin(async move {
+            match self.send_all(std::slice::from_ref(msg)).await {
+                (_, Some(e)) => Err(e),
+                _ => Ok(()),
+            }
+        })
+    }
+
+    fn publish_many<'a>(&'a self, msgs: &'a [RawMessage]) -> BusFuture<'a, (usize, Option<BusError>)> {
+        Box::pin(async move { Ok(self.send_all(msgs).await) })
+    }
+
+    fn subscribe<'a>(&'a self, topic: &'a Topic, name: &'a str) -> BusFuture<'a, Subscription> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            let full = topic.pulsar_name(&self.cfg.tenant, &self.cfg.namespace);
+            let schema = pulsar::proto::Schema {
+                name: topic.kind().record_name().into(),
+                schema_data: codec::schema_json(topic.kind()).as_bytes().to_vec(),
+                r#type: pulsar::proto::schema::Type::Avro as i32,
+                ..Default::default()
+            };
+            let build = client
+                .consumer()
+                .with_topic(full.clone())
+                .with_subscription(name)
+                .with_subscription_type(SubType::Failover)
+                .with_options(ConsumerOptions {
+                    durable: Some(true),
+                    schema: Some(schema),
+                    initial_position: InitialPosition::Latest,
+                    ..Default::default()
+                })
+                .build::<Vec<u8>>();
+            let mut consumer = tokio::time::timeout(self.cfg.operation_timeout, build)
+                .await
+                .map_err(|_| unavailable(format!("subscription {name} to {full} not created in time")))?
+                .map_err(|e| unavailable(format!("cannot subscribe {name} to {full}: {e}")))?;
+            let (tx, rx) = mpsc::channel(256);
+            let (ack_tx, mut ack_rx) = mpsc::unbounded_channel::<MessageIdData>();
+            let topic = topic.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        Some(id) = ack_rx.recv() => {
+                            if let Err(e) = consumer.ack_with_id(&full, id).await {
+                                tracing::warn!(topic = %topic, error = %e, "ack failed; the message will be redelivered");
+                            }
+                        }
+                        next = consumer.next() => {
+                            let Some(next) = next else { return };
+                            let msg = match next {
+                                Ok(m) => m,
+                                Err(e) => {
+                                    tracing::warn!(topic = %topic, error = %e, "receive failed");
+                                    continue;
+                                }
+                            };
+                            let id = msg.message_id.id.clone();
+                            let raw = RawMessage {
+                                topic: topic.clone(),
+                                key: msg.payload.metadata.partition_key.clone().unwrap_or_default(),
+                                sequence: msg.payload.metadata.sequence_id as i64,
+                                payload: msg.payload.data.clone(),
+                            };
+                            let ack_tx = ack_tx.clone();
+                            let delivery = Delivery::new(raw, Some(Box::new(move || { let _ = ack_tx.send(id); })));
+                            if tx.send(delivery).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
+            Ok(Subscription::new(rx))
+        })
+    }
+}

@@ -1,0 +1,54 @@
+#!/usr/bin/env python3
+"""Publish to a triad topic with the Python Pulsar client and its Avro schema
+support, or show that the broker refuses a producer.
+
+Usage:
+  pulsar_publish.py --service URL --topic T --schema FILE.avsc --record JSON
+      publish one record (a JSON object matching the schema); prints the message id
+  pulsar_publish.py --service URL --topic T --schema-json TEXT --expect-refusal
+      create a producer with that schema; exit 0 and print the broker's error
+      if it is refused, exit 1 if it is accepted
+"""
+import argparse
+import json
+import sys
+
+import pulsar
+from pulsar.schema import AvroSchema
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--service", required=True)
+    ap.add_argument("--topic", required=True)
+    ap.add_argument("--schema")
+    ap.add_argument("--schema-json")
+    ap.add_argument("--record")
+    ap.add_argument("--expect-refusal", action="store_true")
+    ap.add_argument("--token-file", default=None)
+    a = ap.parse_args()
+    definition = json.loads(a.schema_json) if a.schema_json else json.load(open(a.schema))
+    schema = AvroSchema(None, schema_definition=definition)
+    auth = pulsar.AuthenticationToken(open(a.token_file).read().strip()) if a.token_file else None
+    client = pulsar.Client(a.service, authentication=auth, operation_timeout_seconds=15,
+                           logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Error))
+    try:
+        producer = client.create_producer(a.topic, schema=schema, batching_enabled=False)
+    except Exception as e:  # the broker's refusal
+        print(f"{type(e).__name__}: {e}")
+        client.close()
+        return 0 if a.expect_refusal else 1
+    if a.expect_refusal:
+        print("producer accepted")
+        client.close()
+        return 1
+    record = json.loads(a.record)
+    msg_id = producer.send(record, partition_key=record.get("axis") or record.get("cell") or "k")
+    print(json.dumps({"message_id": str(msg_id)}))
+    producer.close()
+    client.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
