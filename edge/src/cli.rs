@@ -3,6 +3,7 @@
 //! ```text
 //! triad run --sim [--config FILE] [--scenario NAME] [--duration D] [--report FILE] [--mes-url URL] [--listen ADDR]
 //! triad check-config FILE
+//! triad keys gen | bundle build/sign/verify/pack | token issue | deploy | rollback   (signed models, see crate::models::cli)
 //! ```
 
 use crate::config::{self, ConfigSource};
@@ -50,12 +51,88 @@ pub enum Command {
         /// State directory (overrides [node] state_dir).
         #[arg(long, value_name = "DIR")]
         state_dir: Option<PathBuf>,
+        /// Bus: `embedded`, or a Pulsar URL such as pulsar://127.0.0.1:6650 (overrides [bus]).
+        #[arg(long, value_name = "URL")]
+        bus: Option<String>,
     },
     /// Validate a configuration file and print every problem found.
     CheckConfig {
         /// The file.
         file: PathBuf,
     },
+    /// Register (push) or check the Avro schemas of every topic in a Pulsar cluster.
+    Schemas(SchemasArgs),
+    /// Publish N inspection results through the outbox to Pulsar, resuming
+    /// after a crash; for durability tests and benchmarks.
+    BusLoad(BusLoadArgs),
+    /// Make Ed25519 signing keys for bundles and tokens.
+    Keys {
+        /// What to do.
+        #[command(subcommand)]
+        cmd: crate::models::cli::KeysCmd,
+    },
+    /// Build, sign, verify and pack model bundles.
+    Bundle {
+        /// What to do.
+        #[command(subcommand)]
+        cmd: crate::models::cli::BundleCmd,
+    },
+    /// Issue signed tokens for deploys, rollbacks and control commands.
+    Token {
+        /// What to do.
+        #[command(subcommand)]
+        cmd: crate::models::cli::TokenCmd,
+    },
+    /// Deploy a signed model bundle to a running node.
+    Deploy(crate::models::cli::DeployArgs),
+    /// Roll a target of a running node back to its previous model.
+    Rollback(crate::models::cli::RollbackArgs),
+}
+
+/// `triad schemas`.
+#[derive(Debug, clap::Args)]
+pub struct SchemasArgs {
+    /// `push` registers every topic's schema (and sets the namespace to BACKWARD); `check` only compares.
+    #[arg(value_parser = ["push", "check"])]
+    pub action: String,
+    /// Pulsar admin URL, e.g. http://127.0.0.1:8080.
+    #[arg(long, value_name = "URL")]
+    pub admin_url: String,
+    /// Configuration whose topics to register (default: the built-in one).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Tenant (default: [bus] tenant).
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// Namespace (default: [bus] namespace).
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// File with a JWT for the admin API (default: [bus] token_file).
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+}
+
+/// `triad bus-load`.
+#[derive(Debug, clap::Args)]
+pub struct BusLoadArgs {
+    /// Pulsar URL.
+    #[arg(long, value_name = "URL")]
+    pub bus: String,
+    /// Pulsar admin URL (default: the broker host, port 8080).
+    #[arg(long, value_name = "URL")]
+    pub admin_url: Option<String>,
+    /// How many results in total (sequences 1..=N).
+    #[arg(long)]
+    pub count: u64,
+    /// Where the outbox lives; reuse it to resume.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: PathBuf,
+    /// Cell id.
+    #[arg(long, default_value = "cell_2245")]
+    pub cell: String,
+    /// File with a JWT for the broker.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
 }
 
 fn init_tracing() {
@@ -67,11 +144,130 @@ fn init_tracing() {
         .try_init();
 }
 
+/// The async runtime: one thread. The node's async side is light (bus,
+/// dashboard, MES, closed loop); on one thread a bus round trip costs no
+/// cross-thread wake-ups (docs/benchmarks.md measured 2.3 ms → 1.3 ms p99 on
+/// a control topic), and it leaves the second core to the real-time threads
+/// and the inspection worker. Disk and CPU-heavy work goes to the blocking
+/// pool or the node's own threads.
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        })
+}
+
+fn run_schemas(a: SchemasArgs) -> ExitCode {
+    let source = a
+        .config
+        .clone()
+        .map(ConfigSource::File)
+        .unwrap_or(ConfigSource::Default);
+    let cfg = match config::load(&source) {
+        Ok(c) => c,
+        Err(e) => {
+            eprint!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let (tenant, namespace, token_file) = match &cfg.bus {
+        config::BusConfig::Pulsar(p) => (p.tenant.clone(), p.namespace.clone(), p.token_file.clone()),
+        config::BusConfig::Embedded => ("public".to_string(), "default".to_string(), None),
+    };
+    let tenant = a.tenant.unwrap_or(tenant);
+    let namespace = a.namespace.unwrap_or(namespace);
+    let token = match a
+        .token_file
+        .or(token_file)
+        .map(|f| crate::bus::pulsar::read_token(&f))
+        .transpose()
+    {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let admin =
+        match crate::bus::pulsar_admin::PulsarAdmin::new(&a.admin_url, token, None, std::time::Duration::from_secs(10))
+        {
+            Ok(x) => x,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(2);
+            }
+        };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(c) => return c,
+    };
+    let topics = crate::bus::tools::topics_of(&cfg);
+    match rt.block_on(crate::bus::tools::schemas_command(
+        a.action == "push",
+        &topics,
+        &admin,
+        &tenant,
+        &namespace,
+    )) {
+        Ok(0) => ExitCode::SUCCESS,
+        Ok(n) => {
+            eprintln!("{n} topic(s) refused: the new schema cannot read what is registered (BACKWARD); see above");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("triad schemas {}: {e:#}", a.action);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_bus_load(a: BusLoadArgs) -> ExitCode {
+    let mut p = match config::PulsarConfig::for_url(&a.bus) {
+        Ok(p) => p,
+        Err(e) => {
+            eprint!("--bus: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(u) = a.admin_url {
+        p.admin_url = u;
+    }
+    p.token_file = a.token_file;
+    let cell = match triad_schemas::ids::CellId::new(a.cell) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("--cell: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(c) => return c,
+    };
+    match rt.block_on(crate::bus::tools::bus_load(p, &a.state_dir, cell, a.count)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("triad bus-load: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
     match cli.command {
+        Command::Schemas(a) => run_schemas(a),
+        Command::BusLoad(a) => run_bus_load(a),
+        Command::Keys { cmd } => crate::models::cli::keys(cmd),
+        Command::Bundle { cmd } => crate::models::cli::bundle(cmd),
+        Command::Token { cmd } => crate::models::cli::token(cmd),
+        Command::Deploy(a) => crate::models::cli::deploy(a),
+        Command::Rollback(a) => crate::models::cli::rollback(a),
         Command::CheckConfig { file } => match config::load(&ConfigSource::File(file.clone())) {
             Ok(cfg) => {
                 println!(
@@ -100,6 +296,7 @@ pub fn main() -> ExitCode {
             mes_url,
             listen,
             state_dir,
+            bus,
         } => {
             if !sim {
                 eprintln!("triad run: only the simulated line is available in this version; add --sim");
@@ -123,6 +320,26 @@ pub fn main() -> ExitCode {
             if let Some(dir) = state_dir {
                 cfg.state_dir = dir;
             }
+            match bus.as_deref() {
+                None => {}
+                Some("embedded") => cfg.bus = config::BusConfig::Embedded,
+                Some(url) => match config::PulsarConfig::for_url(url) {
+                    Ok(mut p) => {
+                        // Keep credentials and names from the config file, if it had a pulsar section.
+                        if let config::BusConfig::Pulsar(old) = &cfg.bus {
+                            p.token_file = old.token_file.clone();
+                            p.tls_ca_file = old.tls_ca_file.clone();
+                            p.tenant = old.tenant.clone();
+                            p.namespace = old.namespace.clone();
+                        }
+                        cfg.bus = config::BusConfig::Pulsar(p);
+                    }
+                    Err(e) => {
+                        eprint!("--bus: {e}");
+                        return ExitCode::from(2);
+                    }
+                },
+            }
             let scenario = match scenario::by_name(&sc) {
                 Ok(s) => s,
                 Err(e) => {
@@ -137,16 +354,9 @@ pub fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            let rt = match tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-            {
+            let rt = match runtime() {
                 Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("cannot start the async runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
+                Err(c) => return c,
             };
             let opts = RunOptions {
                 scenario,

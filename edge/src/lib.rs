@@ -7,14 +7,15 @@
 //! |---|---|
 //! | [`control`] | the RT control thread: sans-IO axis program, fixed-period runner, lock-free rings, jitter histogram |
 //! | [`node`] | builds everything from the config; the sim I/O scan, inspection and twin threads; the async tasks and the closed loop |
-//! | [`commands`] | the command gate: checks, executes and audits control commands |
+//! | [`commands`] | the command gate: checks command tokens and scope, executes and audits control commands |
+//! | [`models`] | signed model bundles and tokens, the ordered checks, the arc-swap slot, the fuse, rollback, the audit trail, the deploy API and CLI |
 //! | [`bus`] | the bus trait, the embedded backend, the durable outbox (redb) and the publisher |
 //! | [`mes`] | delivers work orders to the MES over HTTP, retried from the outbox |
 //! | [`dashboard`] | the HTTP dashboard, `/api/state`, `/metrics`, `/healthz` |
 //! | [`clock`] | the `Clock` trait and its backends |
 //! | [`config`] | the TOML config, environment overrides, validation |
 //! | [`scenario`], [`report`] | simulated fault schedules and the run report |
-//! | [`cli`] | `triad run`, `triad check-config` |
+//! | [`cli`] | `triad run`, `triad check-config`, and the model and token commands of [`models::cli`] |
 //!
 //! Data flow of the closed loop: control thread → telemetry ring → twin
 //! thread → alert → derate rule → command gate → request ring → control
@@ -31,6 +32,7 @@ pub mod control;
 pub mod dashboard;
 pub mod mes;
 pub mod metrics;
+pub mod models;
 pub mod node;
 pub mod report;
 pub mod scenario;

@@ -14,8 +14,26 @@
 //!
 //! Channel 0 of the output is the "no defect" class; the others are defect
 //! classes, named in `classes`.
+//!
+//! A **signed model bundle** (see the node's `models` module and
+//! docs/security.md) uses the same file with three more keys, all optional
+//! so that a plain model directory stays valid:
+//!
+//! ```json
+//! {
+//!   "target": "cell_2245",
+//!   "files": { "model.onnx": "<sha256 hex>", "golden/0.in.f32": "<sha256 hex>", "golden/0.out.f32": "<sha256 hex>" },
+//!   "golden": { "tolerance": 0.0001, "cases": [ { "input": "golden/0.in.f32", "output": "golden/0.out.f32" } ] }
+//! }
+//! ```
+//!
+//! `target` is the cell (or asset) the model is for, `files` the SHA-256 of
+//! every other file of the bundle, and `golden` reference inputs with the
+//! outputs the model must reproduce (raw little-endian `f32`, the input and
+//! output shapes above) within `tolerance` (largest absolute difference).
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// What a model is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,6 +85,37 @@ pub struct ModelManifest {
     pub input: InputSpec,
     /// Output tensor.
     pub output: OutputSpec,
+    /// Bundle only: the cell or asset id the model is for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// Bundle only: SHA-256 (lower-case hex) of every file of the bundle
+    /// other than `manifest.json` and its signature, by relative path.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub files: BTreeMap<String, String>,
+    /// Bundle only: golden inputs and the outputs they must produce.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub golden: Option<GoldenSpec>,
+}
+
+/// Golden cases of a bundle: reference inputs and expected outputs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GoldenSpec {
+    /// Largest allowed absolute difference between an output and its
+    /// expected value.
+    pub tolerance: f32,
+    /// The cases, each a pair of files of the bundle.
+    pub cases: Vec<GoldenCase>,
+}
+
+/// One golden case.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GoldenCase {
+    /// Bundle path of the input tensor (raw little-endian `f32`, the input shape).
+    pub input: String,
+    /// Bundle path of the expected output (raw little-endian `f32`, the output shape).
+    pub output: String,
 }
 
 impl ModelManifest {
@@ -125,5 +174,25 @@ mod tests {
         assert!(parse_version("1.10.0") > parse_version("1.9.3"));
         assert_eq!(parse_version("1.2"), None);
         assert_eq!(parse_version("a.b.c"), None);
+    }
+
+    #[test]
+    fn plain_manifests_still_parse_and_bundle_keys_roundtrip() {
+        let plain: ModelManifest = serde_json::from_str(crate::builtin::WELD_SEAM_MANIFEST).unwrap();
+        assert!(plain.target.is_none() && plain.files.is_empty() && plain.golden.is_none());
+        let text = serde_json::to_string(&plain).unwrap();
+        assert!(!text.contains("target") && !text.contains("golden"), "{text}");
+        let mut b = plain.clone();
+        b.target = Some("cell_2245".into());
+        b.files.insert("model.onnx".into(), "00".repeat(32));
+        b.golden = Some(GoldenSpec {
+            tolerance: 1e-4,
+            cases: vec![GoldenCase {
+                input: "golden/0.in.f32".into(),
+                output: "golden/0.out.f32".into(),
+            }],
+        });
+        let back: ModelManifest = serde_json::from_str(&serde_json::to_string(&b).unwrap()).unwrap();
+        assert_eq!(back, b);
     }
 }

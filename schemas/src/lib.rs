@@ -39,7 +39,8 @@ pub mod topic;
 
 pub use envelope::{ClockState, Envelope};
 pub use messages::{
-    AlertKind, AlertState, AxisMode, BusMessage, ChainStamps, CommandAction, ControlCommand, ControlState, DefectBox,
-    InspectionResult, MessageKind, Priority, Severity, TwinAlert, TwinState, TwinStatus, Verdict, WorkOrder,
+    AlertKind, AlertState, AuditEvent, AuditOutcome, AxisMode, BusMessage, ChainStamps, CommandAction, ControlCommand,
+    ControlState, DefectBox, InspectionResult, MessageKind, Priority, Severity, TwinAlert, TwinState, TwinStatus,
+    Verdict, WorkOrder,
 };
 pub use topic::{QosClass, Topic, TopicFamily};

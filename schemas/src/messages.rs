@@ -23,17 +23,20 @@ pub enum MessageKind {
     TwinAlert,
     /// [`WorkOrder`]
     WorkOrder,
+    /// [`AuditEvent`]
+    AuditEvent,
 }
 
 impl MessageKind {
     /// All kinds, in topic-table order.
-    pub const ALL: [MessageKind; 6] = [
+    pub const ALL: [MessageKind; 7] = [
         MessageKind::ControlCommand,
         MessageKind::ControlState,
         MessageKind::InspectionResult,
         MessageKind::TwinStatus,
         MessageKind::TwinAlert,
         MessageKind::WorkOrder,
+        MessageKind::AuditEvent,
     ];
 
     /// The Avro record's name (also the schema file's stem in snake case).
@@ -45,6 +48,7 @@ impl MessageKind {
             MessageKind::TwinStatus => "TwinStatus",
             MessageKind::TwinAlert => "TwinAlert",
             MessageKind::WorkOrder => "WorkOrder",
+            MessageKind::AuditEvent => "AuditEvent",
         }
     }
 }
@@ -389,3 +393,55 @@ pub struct WorkOrder {
     pub summary: String,
 }
 bus_message!(WorkOrder, asset);
+
+/// Was a security decision an acceptance or a refusal?
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AuditOutcome {
+    /// Done.
+    Accepted,
+    /// Refused; nothing changed.
+    Refused,
+}
+
+/// `audit/<node>/event`: one security decision of a node (a model deploy,
+/// rollback, automatic rollback, probation result, or an external control
+/// command): who, what, when (the envelope's stamp) and why.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    /// Header.
+    pub envelope: Envelope,
+    /// Unique id of the decision on this node.
+    pub event_id: String,
+    /// `deploy`, `rollback`, `auto_rollback`, `probation_passed`,
+    /// `load_at_start` or `command`.
+    pub action: String,
+    /// Accepted or refused.
+    pub outcome: AuditOutcome,
+    /// Cell, asset or axis concerned.
+    pub target: String,
+    /// `ok` or the stable refusal code (e.g. `token_expired`).
+    pub code: String,
+    /// The reason in words.
+    pub reason: String,
+    /// Who asked: the token's issuer, a rule, or `node:fuse`.
+    pub actor: Option<String>,
+    /// Key that signed the token.
+    pub key_id: Option<String>,
+    /// The token's id (never the token).
+    pub token_id: Option<String>,
+    /// Where the request came from (`http <peer>`, `bus <topic>`, `node`).
+    pub origin: String,
+    /// Bundle model name.
+    pub bundle_name: Option<String>,
+    /// Bundle version.
+    pub bundle_version: Option<String>,
+    /// Bundle digest, `sha256:…`.
+    pub bundle_digest: Option<String>,
+    /// Key that signed the bundle.
+    pub bundle_signer: Option<String>,
+    /// Version running before.
+    pub from_version: Option<String>,
+    /// Version running after (equal to before when refused).
+    pub to_version: Option<String>,
+}
+bus_message!(AuditEvent, target);

@@ -10,6 +10,7 @@
 //! | `dtwin/<asset>/status` | `TwinStatus` | [`QosClass::Compacted`] |
 //! | `dtwin/<asset>/alert` | `TwinAlert` | [`QosClass::AtLeastOnce`] |
 //! | `mes/<line>/workorder` | `WorkOrder` | [`QosClass::AtLeastOnce`] |
+//! | `audit/<node>/event` | `AuditEvent` | [`QosClass::AtLeastOnce`] |
 //!
 //! **Pulsar rule**: `persistent://<tenant>/<namespace>/<family>.<id>.<kind>`,
 //! e.g. `ctrl/axis_07/cmd` → `persistent://public/default/ctrl.axis_07.cmd`.
@@ -17,7 +18,7 @@
 //! legacy cluster-qualified format; ids cannot contain dots, so the rule is
 //! reversible.
 
-use crate::ids::{AssetId, AxisId, CellId, LineId};
+use crate::ids::{AssetId, AxisId, CellId, LineId, NodeId};
 use crate::messages::MessageKind;
 use std::fmt;
 use std::time::Duration;
@@ -70,7 +71,7 @@ impl QosClass {
     }
 }
 
-/// The six topic families of DESIGN.md.
+/// The six topic families of DESIGN.md, and the node's audit trail.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum TopicFamily {
     /// `ctrl/<axis>/cmd`
@@ -85,17 +86,20 @@ pub enum TopicFamily {
     TwinAlert,
     /// `mes/<line>/workorder`
     MesWorkOrder,
+    /// `audit/<node>/event`
+    AuditEvent,
 }
 
 impl TopicFamily {
     /// Every family.
-    pub const ALL: [TopicFamily; 6] = [
+    pub const ALL: [TopicFamily; 7] = [
         TopicFamily::ControlCommand,
         TopicFamily::ControlState,
         TopicFamily::InspectionResult,
         TopicFamily::TwinStatus,
         TopicFamily::TwinAlert,
         TopicFamily::MesWorkOrder,
+        TopicFamily::AuditEvent,
     ];
 
     /// `(prefix, suffix)` of the name around the id.
@@ -107,6 +111,7 @@ impl TopicFamily {
             TopicFamily::TwinStatus => ("dtwin", "status"),
             TopicFamily::TwinAlert => ("dtwin", "alert"),
             TopicFamily::MesWorkOrder => ("mes", "workorder"),
+            TopicFamily::AuditEvent => ("audit", "event"),
         }
     }
 
@@ -119,6 +124,7 @@ impl TopicFamily {
             TopicFamily::TwinStatus => MessageKind::TwinStatus,
             TopicFamily::TwinAlert => MessageKind::TwinAlert,
             TopicFamily::MesWorkOrder => MessageKind::WorkOrder,
+            TopicFamily::AuditEvent => MessageKind::AuditEvent,
         }
     }
 
@@ -131,6 +137,7 @@ impl TopicFamily {
             TopicFamily::TwinStatus => QosClass::Compacted,
             TopicFamily::TwinAlert => QosClass::AtLeastOnce,
             TopicFamily::MesWorkOrder => QosClass::AtLeastOnce,
+            TopicFamily::AuditEvent => QosClass::AtLeastOnce,
         }
     }
 }
@@ -176,6 +183,11 @@ impl Topic {
         Self::make(TopicFamily::MesWorkOrder, line.as_str())
     }
 
+    /// `audit/<node>/event`
+    pub fn audit_event(node: &NodeId) -> Self {
+        Self::make(TopicFamily::AuditEvent, node.as_str())
+    }
+
     /// Parse a triad topic name such as `insp/cell_2245/result`.
     pub fn parse(name: &str) -> Result<Self, String> {
         let mut it = name.split('/');
@@ -188,7 +200,7 @@ impl Topic {
         let family = TopicFamily::ALL
             .into_iter()
             .find(|f| f.parts() == (p, s))
-            .ok_or_else(|| format!("topic {name:?}: unknown family {p}/…/{s}; known: ctrl/…/cmd, ctrl/…/state, insp/…/result, dtwin/…/status, dtwin/…/alert, mes/…/workorder"))?;
+            .ok_or_else(|| format!("topic {name:?}: unknown family {p}/…/{s}; known: ctrl/…/cmd, ctrl/…/state, insp/…/result, dtwin/…/status, dtwin/…/alert, mes/…/workorder, audit/…/event"))?;
         Ok(Self::make(family, id))
     }
 

@@ -228,3 +228,80 @@ pub async fn node_lock() -> tokio::sync::MutexGuard<'static, ()> {
     static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     LOCK.lock().await
 }
+
+/// The broker the test command started (`deploy/pulsar/standalone start`):
+/// `(service URL, admin URL)` from `PULSAR_SERVICE_URL` / `PULSAR_ADMIN_URL`.
+pub fn pulsar_env() -> (String, String) {
+    match (std::env::var("PULSAR_SERVICE_URL"), std::env::var("PULSAR_ADMIN_URL")) {
+        (Ok(s), Ok(a)) => (s, a),
+        _ => panic!(
+            "no Pulsar broker: run `eval \"$(deploy/pulsar/standalone start)\"` and export PULSAR_SERVICE_URL and PULSAR_ADMIN_URL, or run scripts/test-all.sh, which does"
+        ),
+    }
+}
+
+/// A suffix unique to this test run, for topic and id names.
+pub fn unique(tag: &str) -> String {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        % 100_000_000;
+    format!("{tag}{}x{t}x{n}", std::process::id())
+}
+
+/// The built-in config with every id made unique by `suffix` (so topics of
+/// one test do not mix with another's) and `extra` appended.
+pub fn unique_config(suffix: &str, extra: &str) -> String {
+    let base = include_str!("../../edge/src/config/default.toml");
+    let mut text = base
+        .replace("\"edge-01\"", &format!("\"edge-{suffix}\""))
+        .replace("\"axis_07\"", &format!("\"axis_{suffix}\""))
+        .replace("\"cell_2245\"", &format!("\"cell_{suffix}\""))
+        .replace("\"battery_pack_89\"", &format!("\"pack_{suffix}\""))
+        .replace("\"line_1\"", &format!("\"line_{suffix}\""));
+    if !extra.is_empty() {
+        // Replace the [bus] table when the extra text brings its own.
+        if extra.contains("[bus]") {
+            text = text.replace("[bus]\nbackend = \"embedded\"\n", "");
+        }
+        text.push('\n');
+        text.push_str(extra);
+    }
+    text
+}
+
+/// Read `topic` (full Pulsar name) from the earliest message with the
+/// Python client; returns one JSON value per message (`record`, `raw`,
+/// `properties`, `key`).
+pub fn pulsar_read(
+    service: &str,
+    topic: &str,
+    avsc: &str,
+    expect: Option<usize>,
+    token_file: Option<&Path>,
+) -> Vec<serde_json::Value> {
+    let mut c = Command::new(python());
+    c.arg(workspace_root().join("tests/python/pulsar_read.py"))
+        .args(["--service", service, "--topic", topic, "--timeout", "5"])
+        .arg("--schema")
+        .arg(workspace_root().join("schemas/avro").join(avsc));
+    if let Some(n) = expect {
+        c.args(["--expect", &n.to_string()]);
+    }
+    if let Some(t) = token_file {
+        c.arg("--token-file").arg(t);
+    }
+    let out = c.output().expect("run pulsar_read.py");
+    assert!(
+        out.status.success(),
+        "pulsar_read.py failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect()
+}

@@ -50,6 +50,12 @@ pub struct FileConfig {
     /// `[sim]`
     #[serde(default)]
     pub sim: SimSection,
+    /// `[security]`
+    #[serde(default)]
+    pub security: SecuritySection,
+    /// `[models]`
+    #[serde(default)]
+    pub models: ModelsSection,
 }
 
 /// `[node]`
@@ -500,6 +506,337 @@ pub struct SimSection {
     pub seed: u64,
 }
 
+/// `[security]`: who may sign bundles and tokens, and token limits.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecuritySection {
+    /// Trusted public keys (`[[security.keys]]`).
+    #[serde(default)]
+    pub keys: Vec<KeySection>,
+    /// Allowed clock difference between a token's issuer and the node, s.
+    #[serde(default = "default_clock_skew_s")]
+    pub clock_skew_s: u64,
+    /// Longest validity (`exp - nbf`) a token may have, s.
+    #[serde(default = "default_max_token_lifetime_s")]
+    pub max_token_lifetime_s: u64,
+}
+fn default_clock_skew_s() -> u64 {
+    60
+}
+fn default_max_token_lifetime_s() -> u64 {
+    24 * 3600
+}
+impl Default for SecuritySection {
+    fn default() -> Self {
+        Self {
+            keys: Vec::new(),
+            clock_skew_s: default_clock_skew_s(),
+            max_token_lifetime_s: default_max_token_lifetime_s(),
+        }
+    }
+}
+
+/// `[[security.keys]]`: one trusted public key.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeySection {
+    /// Name: the `kid` of tokens, the `key_id` of bundle signatures.
+    pub name: String,
+    /// The 32-byte Ed25519 public key, base64 (as `triad keys gen` prints it).
+    #[serde(default)]
+    pub public_key: Option<String>,
+    /// Or a file holding it (PEM or base64).
+    #[serde(default)]
+    pub public_key_file: Option<PathBuf>,
+    /// What it may sign: `bundle`, `deploy`, `command`.
+    pub uses: Vec<String>,
+    /// Revoked: everything it signed is refused.
+    #[serde(default)]
+    pub revoked: bool,
+}
+
+/// `[models]`: bundle limits, warm-up, and the fuse.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelsSection {
+    /// Largest bundle (archive and unpacked contents), MiB.
+    #[serde(default = "default_max_bundle_mb")]
+    pub max_bundle_mb: u64,
+    /// Most files in a bundle.
+    #[serde(default = "default_max_bundle_files")]
+    pub max_bundle_files: usize,
+    /// Warm-up runs of each worker's new inspector before the swap.
+    #[serde(default = "default_warmup_runs")]
+    pub warmup_runs: u32,
+    /// How long a deploy waits for the workers to take the model, ms.
+    #[serde(default = "default_swap_wait_ms")]
+    pub swap_wait_ms: u64,
+    /// Probation of a deployed model, s.
+    #[serde(default = "default_probation_s")]
+    pub probation_s: u64,
+    /// Frames a deployed model must judge before probation can pass.
+    #[serde(default = "default_probation_min_frames")]
+    pub probation_min_frames: u32,
+    /// Inference errors during probation that roll the model back.
+    #[serde(default = "default_fuse_max_errors")]
+    pub fuse_max_errors: u32,
+    /// Slower than this many times the previous model's median rolls back.
+    #[serde(default = "default_fuse_max_slowdown")]
+    pub fuse_max_slowdown: f64,
+    /// Absolute bound on a frame's inspection time, ms (0 = none).
+    #[serde(default)]
+    pub fuse_max_inference_ms: f64,
+    /// Consecutive slow frames that roll back.
+    #[serde(default = "default_fuse_slow_frames")]
+    pub fuse_slow_frames: u32,
+    /// Accept a plain model directory (no signature) in `cells[].model_dir`.
+    #[serde(default)]
+    pub allow_unsigned_model_dir: bool,
+}
+fn default_max_bundle_mb() -> u64 {
+    64
+}
+fn default_max_bundle_files() -> usize {
+    64
+}
+fn default_warmup_runs() -> u32 {
+    3
+}
+fn default_swap_wait_ms() -> u64 {
+    2000
+}
+fn default_probation_s() -> u64 {
+    60
+}
+fn default_probation_min_frames() -> u32 {
+    50
+}
+fn default_fuse_max_errors() -> u32 {
+    1
+}
+fn default_fuse_max_slowdown() -> f64 {
+    3.0
+}
+fn default_fuse_slow_frames() -> u32 {
+    5
+}
+impl Default for ModelsSection {
+    fn default() -> Self {
+        Self {
+            max_bundle_mb: default_max_bundle_mb(),
+            max_bundle_files: default_max_bundle_files(),
+            warmup_runs: default_warmup_runs(),
+            swap_wait_ms: default_swap_wait_ms(),
+            probation_s: default_probation_s(),
+            probation_min_frames: default_probation_min_frames(),
+            fuse_max_errors: default_fuse_max_errors(),
+            fuse_max_slowdown: default_fuse_max_slowdown(),
+            fuse_max_inference_ms: 0.0,
+            fuse_slow_frames: default_fuse_slow_frames(),
+            allow_unsigned_model_dir: false,
+        }
+    }
+}
+
+impl SecuritySection {
+    fn validate(&self, p: &mut Problems) -> crate::models::SecurityConfig {
+        use crate::models::keyring::{KeyUse, Keyring, TrustedKey};
+        let mut keys = Vec::new();
+        for (i, k) in self.keys.iter().enumerate() {
+            let key = |f: &str| format!("security.keys[{i}].{f}");
+            let name_ok = !k.name.is_empty()
+                && k.name.len() <= 64
+                && k.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+            if !name_ok {
+                p.add(
+                    key("name"),
+                    format!("{:?}: use 1 to 64 letters, digits, '-', '_' or '.'", k.name),
+                );
+            }
+            if self.keys.iter().filter(|o| o.name == k.name).count() > 1 {
+                p.add(
+                    key("name"),
+                    format!("{:?} is used by more than one key; names must be unique", k.name),
+                );
+            }
+            let public = match (&k.public_key, &k.public_key_file) {
+                (Some(text), None) => crate::models::keys::parse_public(text, "the value")
+                    .map_err(|e| p.add(key("public_key"), e.to_string()))
+                    .ok(),
+                (None, Some(f)) => match std::fs::read_to_string(resolve(f)) {
+                    Ok(text) => crate::models::keys::parse_public(&text, &f.display().to_string())
+                        .map_err(|e| p.add(key("public_key_file"), e.to_string()))
+                        .ok(),
+                    Err(e) => {
+                        p.add(
+                            key("public_key_file"),
+                            format!("{}: {e}; point it at the key's .pub file", f.display()),
+                        );
+                        None
+                    }
+                },
+                _ => {
+                    p.add(
+                        key("public_key"),
+                        "give exactly one of public_key (base64, printed by `triad keys gen`) or public_key_file",
+                    );
+                    None
+                }
+            };
+            let mut uses = Vec::new();
+            if k.uses.is_empty() {
+                p.add(
+                    key("uses"),
+                    "empty; list what the key may sign: \"bundle\", \"deploy\", \"command\"",
+                );
+            }
+            for u in &k.uses {
+                match KeyUse::parse(u) {
+                    Some(u) => uses.push(u),
+                    None => p.add(
+                        key("uses"),
+                        format!("{u:?} is not a use; use \"bundle\", \"deploy\" or \"command\""),
+                    ),
+                }
+            }
+            if let Some(public) = public {
+                keys.push(TrustedKey {
+                    name: k.name.clone(),
+                    public,
+                    uses,
+                    revoked: k.revoked,
+                });
+            }
+        }
+        p.range(
+            "security.clock_skew_s",
+            self.clock_skew_s,
+            0,
+            3600,
+            "s",
+            "60 tolerates unsynchronised clocks; use PTP/NTP and keep it small",
+        );
+        p.range(
+            "security.max_token_lifetime_s",
+            self.max_token_lifetime_s,
+            60,
+            30 * 24 * 3600,
+            "s",
+            "tokens should be short-lived; 86400 is one day",
+        );
+        crate::models::SecurityConfig {
+            keyring: Keyring::new(keys),
+            policy: crate::models::token::TokenPolicy {
+                clock_skew_s: self.clock_skew_s as i64,
+                max_lifetime_s: self.max_token_lifetime_s as i64,
+            },
+        }
+    }
+}
+
+impl ModelsSection {
+    fn validate(&self, p: &mut Problems) -> crate::models::ModelsSettings {
+        p.range(
+            "models.max_bundle_mb",
+            self.max_bundle_mb,
+            1,
+            4096,
+            "MiB",
+            "64 holds most edge models",
+        );
+        p.range(
+            "models.max_bundle_files",
+            self.max_bundle_files,
+            3,
+            10_000,
+            "files",
+            "64 is plenty",
+        );
+        p.range(
+            "models.warmup_runs",
+            self.warmup_runs,
+            0,
+            1000,
+            "runs",
+            "3 pages in the weights",
+        );
+        p.range(
+            "models.swap_wait_ms",
+            self.swap_wait_ms,
+            0,
+            600_000,
+            "ms",
+            "2000 covers an idle worker's poll",
+        );
+        p.range(
+            "models.probation_s",
+            self.probation_s,
+            0,
+            7 * 24 * 3600,
+            "s",
+            "60 s watches a new model for a minute",
+        );
+        p.range(
+            "models.probation_min_frames",
+            self.probation_min_frames,
+            0,
+            10_000_000,
+            "frames",
+            "50 frames at least",
+        );
+        p.range(
+            "models.fuse_max_errors",
+            self.fuse_max_errors,
+            1,
+            1_000_000,
+            "errors",
+            "1 rolls back at the first error",
+        );
+        p.range(
+            "models.fuse_max_slowdown",
+            self.fuse_max_slowdown,
+            1.01,
+            1000.0,
+            "x",
+            "3.0 allows three times the previous model's time",
+        );
+        p.range(
+            "models.fuse_max_inference_ms",
+            self.fuse_max_inference_ms,
+            0.0,
+            60_000.0,
+            "ms",
+            "0 disables the absolute bound",
+        );
+        p.range(
+            "models.fuse_slow_frames",
+            self.fuse_slow_frames,
+            1,
+            100_000,
+            "frames",
+            "5 ignores single slow frames",
+        );
+        crate::models::ModelsSettings {
+            limits: crate::models::bundle::BundleLimits {
+                max_total_bytes: self.max_bundle_mb * 1024 * 1024,
+                max_files: self.max_bundle_files,
+            },
+            fuse: crate::models::fuse::FuseConfig {
+                probation: Duration::from_secs(self.probation_s),
+                min_frames: self.probation_min_frames,
+                max_errors: self.fuse_max_errors,
+                max_slowdown: self.fuse_max_slowdown,
+                max_inference: (self.fuse_max_inference_ms > 0.0)
+                    .then(|| Duration::from_secs_f64(self.fuse_max_inference_ms / 1000.0)),
+                slow_frames: self.fuse_slow_frames,
+            },
+            warmup_runs: self.warmup_runs,
+            swap_wait: Duration::from_millis(self.swap_wait_ms),
+            allow_unsigned_model_dir: self.allow_unsigned_model_dir,
+        }
+    }
+}
+
 /// Collects problems while validating.
 #[derive(Default)]
 pub(crate) struct Problems(Vec<ConfigProblem>);
@@ -686,13 +1023,18 @@ impl FileConfig {
                 "modules",
                 "1 makes every module a batch",
             );
-            if let Some(dir) = &c.model_dir
-                && !resolve(dir).join("model.onnx").exists()
-            {
-                p.add(
-                    k("model_dir"),
-                    format!("{} has no model.onnx; point it at a model directory or remove the key to use the built-in model", dir.display()),
-                );
+            if let Some(dir) = &c.model_dir {
+                if !resolve(dir).join("model.onnx").exists() {
+                    p.add(
+                        k("model_dir"),
+                        format!("{} has no model.onnx; point it at a model directory or remove the key to use the built-in model", dir.display()),
+                    );
+                } else if !resolve(dir).join("signature.json").exists() && !self.models.allow_unsigned_model_dir {
+                    p.add(
+                        k("model_dir"),
+                        format!("{} is not a signed bundle (no signature.json): sign it with `triad bundle sign`, or set models.allow_unsigned_model_dir = true to run an unsigned model", dir.display()),
+                    );
+                }
             }
             if let (Some(id), Some(axis), Some(roi)) = (id, axis, roi) {
                 cells.push(CellConfig {
@@ -910,6 +1252,9 @@ impl FileConfig {
             }
         };
 
+        let security = self.security.validate(&mut p);
+        let models = self.models.validate(&mut p);
+
         if !p.0.is_empty() {
             return Err(p.0);
         }
@@ -949,6 +1294,8 @@ impl FileConfig {
             dashboard_listen: listen.expect("checked"),
             clock: clock.expect("checked"),
             sim_seed: self.sim.seed,
+            security,
+            models,
         })
     }
 }
@@ -994,6 +1341,55 @@ mod tests {
         let err = from_toml_str(&DEFAULT_TOML.replace("[line]\nid = \"line_1\"", "[line]\nid = \"line_1\"\nspeed = 3"))
             .unwrap_err();
         assert!(err.to_string().contains("unknown field `speed`"), "{err}");
+    }
+
+    #[test]
+    fn security_keys_and_model_settings_are_checked_by_name() {
+        let key = crate::models::keys::public_base64(&[7u8; 32]);
+        let good = format!(
+            "{DEFAULT_TOML}\n[[security.keys]]\nname = \"release-2025\"\npublic_key = \"{key}\"\nuses = [\"bundle\"]\n"
+        );
+        let cfg = from_toml_str(&good).unwrap();
+        let k = cfg
+            .security
+            .keyring
+            .lookup("release-2025", crate::models::keyring::KeyUse::Bundle)
+            .unwrap();
+        assert_eq!(k.public, [7u8; 32]);
+        assert_eq!(cfg.models.limits.max_total_bytes, 64 * 1024 * 1024);
+        assert_eq!(cfg.models.fuse.probation, Duration::from_secs(60));
+        let bad = format!(
+            "{}\n[[security.keys]]\nname = \"x y\"\npublic_key = \"AAAA\"\nuses = [\"everything\"]\n[[security.keys]]\nname = \"k2\"\nuses = [\"deploy\"]\n",
+            DEFAULT_TOML.replace("fuse_max_slowdown = 3.0", "fuse_max_slowdown = 0.5")
+        );
+        let text = from_toml_str(&bad).unwrap_err().to_string();
+        for needle in [
+            "security.keys[0].name: \"x y\"",
+            "security.keys[0].public_key: the value: 3 bytes instead of 32",
+            "security.keys[0].uses: \"everything\" is not a use",
+            "security.keys[1].public_key: give exactly one of public_key",
+            "models.fuse_max_slowdown: 0.5 is outside",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn an_unsigned_model_dir_is_refused_unless_allowed() {
+        let dir = std::env::temp_dir().join(format!("triad-cfg-model-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("model.onnx"), b"x").unwrap();
+        let text = DEFAULT_TOML.replace(
+            "# model_dir = \"/opt/triad/models/weld_seam\"",
+            &format!("model_dir = \"{}\"", dir.display()),
+        );
+        let err = from_toml_str(&text).unwrap_err().to_string();
+        assert!(
+            err.contains("cells[0].model_dir") && err.contains("not a signed bundle"),
+            "{err}"
+        );
+        from_toml_str(&text.replace("allow_unsigned_model_dir = false", "allow_unsigned_model_dir = true")).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

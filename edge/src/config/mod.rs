@@ -93,6 +93,10 @@ pub struct NodeConfig {
     pub clock: ClockBackend,
     /// Simulation seed.
     pub sim_seed: u64,
+    /// Trusted keys and token limits (`[security]`).
+    pub security: crate::models::SecurityConfig,
+    /// Bundle limits, warm-up and the fuse (`[models]`).
+    pub models: crate::models::ModelsSettings,
 }
 
 /// Control thread settings.

@@ -1,6 +1,7 @@
 //! The HTTP side of the node: the dashboard page, its JSON, `/metrics` and
-//! `/healthz`. Read-only: nothing here changes the line (writes need an
-//! authenticated channel, which this server is not).
+//! `/healthz`. Read-only: nothing here changes the line. The node's write
+//! API (model deploy and rollback, control commands; `models::http`) is
+//! served on the same listener and requires a signed token on every write.
 //!
 //! The server is handed its listener and a shutdown future (tests bind port 0).
 
@@ -189,7 +190,21 @@ pub async fn serve(
     app: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(app))
-        .with_graceful_shutdown(shutdown)
-        .await
+    serve_router(listener, router(app), shutdown).await
+}
+
+/// Serve `router` (the dashboard merged with the node's write API, see
+/// `models::http`) until `shutdown` resolves; handlers can see the peer's
+/// address (`ConnectInfo`) for the audit log.
+pub async fn serve_router(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }

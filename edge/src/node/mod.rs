@@ -15,7 +15,7 @@ use crate::bus::outbox::Outbox;
 use crate::bus::publisher::{Publisher, flush_bus_lane};
 use crate::clock::{Clock, SystemClock};
 use crate::commands::CommandGate;
-use crate::config::{AssetConfig, AxisConfig, CellConfig, DerateRule, NodeConfig};
+use crate::config::{AssetConfig, AxisConfig, BusConfig, CellConfig, DerateRule, NodeConfig};
 use crate::control::rings::control_rings;
 use crate::control::{AxisLimits, AxisProgram, ControlRunner, ControlStats, rt};
 use crate::dashboard::{AppState, LiveState, NodeView};
@@ -32,7 +32,6 @@ use threads::IoStats;
 use tokio::sync::{mpsc, watch};
 use triad_hw::sim::{PlantParams, SimCamera, SimCameraConfig, SimLine};
 use triad_inspect::history::ResultHistory;
-use triad_inspect::{Inspector, InspectorConfig, OnnxModel, Roi};
 use triad_schemas::Topic;
 use triad_twin::physics::ThermalModel;
 use triad_twin::{Twin, TwinConfig};
@@ -77,12 +76,28 @@ pub(crate) struct NodeCtx {
     pub twin_model_version: String,
 }
 
-fn load_model(cell: &CellConfig) -> anyhow::Result<Arc<OnnxModel>> {
-    let model = match &cell.model_dir {
-        None => triad_inspect::builtin::weld_seam()?,
-        Some(dir) => OnnxModel::load_dir(&crate::config::resolve(dir))?,
-    };
-    Ok(Arc::new(model))
+/// Build the configured bus backend. It connects in the background: the
+/// control loop never waits for a broker, and a broker that is down at start
+/// is not fatal (the outbox holds the messages; every call retries).
+pub fn connect_bus(cfg: &BusConfig) -> anyhow::Result<Arc<dyn Bus>> {
+    match cfg {
+        BusConfig::Embedded => Ok(Arc::new(EmbeddedBus::default())),
+        BusConfig::Pulsar(p) => {
+            let bus = Arc::new(crate::bus::pulsar::PulsarBus::new(p.clone()).map_err(anyhow::Error::msg)?);
+            let (b, p) = (bus.clone(), p.clone());
+            tokio::spawn(async move {
+                match b.connect().await {
+                    Ok(()) => {
+                        tracing::info!(url = %p.url, tenant = %p.tenant, namespace = %p.namespace, "bus: Apache Pulsar")
+                    }
+                    Err(e) => {
+                        tracing::error!(url = %p.url, error = %e, "Pulsar not reachable at start; retrying, messages wait in the outbox")
+                    }
+                }
+            });
+            Ok(bus)
+        }
+    }
 }
 
 /// Run the simulated line with the closed loop until `duration` passes or
@@ -127,7 +142,7 @@ pub async fn run(
     }
     let metrics = Arc::new(Metrics::new());
     let live = Arc::new(LiveState::default());
-    let bus: Arc<dyn Bus> = Arc::new(EmbeddedBus::default());
+    let bus = connect_bus(&cfg.bus)?;
     let publisher = Arc::new(Publisher::new(
         cfg.node.clone(),
         clock.clone(),
@@ -136,21 +151,9 @@ pub async fn run(
         metrics.clone(),
     ));
 
-    let model = load_model(&cell)?;
-    let inspector = Inspector::new(
-        InspectorConfig {
-            roi: Roi {
-                x: cell.roi[0],
-                y: cell.roi[1],
-                w: cell.roi[2],
-                h: cell.roi[3],
-            },
-            threshold: cell.threshold,
-        },
-        &model,
-    )?;
-    let m = model.manifest();
-    tracing::info!(model = %m.name, version = %m.version, sha256 = %model.sha256(), cell = %cell.id, "inspection model loaded");
+    // Signed models: the service runs what was last deployed to the cell
+    // (re-verified) or the configured model, and owns swaps and rollbacks.
+    let models = crate::models::node::start(&cfg, &cell, clock.clone(), publisher.clone(), live.clone())?;
 
     let topics = Topics {
         command: Topic::control_command(&axis.id),
@@ -160,17 +163,26 @@ pub async fn run(
         twin_alert: Topic::twin_alert(&asset.id),
         work_order: Topic::mes_work_order(&cfg.line),
     };
-    for t in [
-        &topics.control_state,
-        &topics.inspection,
-        &topics.twin_status,
-        &topics.twin_alert,
-        &topics.work_order,
-    ] {
-        publisher
-            .open(t)
-            .await
-            .with_context(|| format!("cannot open the producer of {t}"))?;
+    // Open the producers in the background: a slow or absent broker never
+    // delays the control loop. One that cannot open is not fatal: durable
+    // messages wait in the outbox and the flusher retries (an incompatible
+    // schema is logged with its field).
+    {
+        let publisher = publisher.clone();
+        let list = [
+            topics.control_state.clone(),
+            topics.inspection.clone(),
+            topics.twin_status.clone(),
+            topics.twin_alert.clone(),
+            topics.work_order.clone(),
+        ];
+        tokio::spawn(async move {
+            for t in list {
+                if let Err(e) = publisher.open(&t).await {
+                    tracing::error!(topic = %t, error = %e, "producer not open; messages of this topic wait in the outbox");
+                }
+            }
+        });
     }
 
     let listen = opts.listen.unwrap_or(cfg.dashboard_listen);
@@ -191,6 +203,14 @@ pub async fn run(
         input_stale_ns: cfg.control.input_stale.as_nanos() as i64,
         watchdog_ns: cfg.control.watchdog.as_nanos() as i64,
     };
+    // Lock memory before the program takes its start time: mlockall of a
+    // large process can take longer than input_stale_ms, and the first
+    // cycle would then see a stale input.
+    let mem = if cfg.control.rt_priority.is_some() {
+        rt::lock_memory()
+    } else {
+        Ok(())
+    };
     let runner = ControlRunner::new(
         AxisProgram::new(limits, clock.now_ns()),
         rings,
@@ -199,18 +219,16 @@ pub async fn run(
         cfg.control.cycle,
         cfg.control.telemetry_every_cycles,
     );
-    let gate = Arc::new(CommandGate::new(
-        axis.id.to_string(),
-        axis.min_ppm,
-        axis.max_ppm,
-        endpoints.requests,
-        metrics.clone(),
-    ));
-    let mem = if cfg.control.rt_priority.is_some() {
-        rt::lock_memory()
-    } else {
-        Ok(())
-    };
+    let gate = Arc::new(
+        CommandGate::new(
+            axis.id.to_string(),
+            axis.min_ppm,
+            axis.max_ppm,
+            endpoints.requests,
+            metrics.clone(),
+        )
+        .with_auth(models.command_auth.clone()),
+    );
     let stop_control = Arc::new(AtomicBool::new(false));
     let (rt_tx, rt_rx) = std::sync::mpsc::channel();
     let control_thread = {
@@ -280,7 +298,7 @@ pub async fn run(
         let (stop, clock) = (stop_insp.clone(), clock.clone());
         std::thread::Builder::new()
             .name("triad-inspect".into())
-            .spawn(move || threads::run_inspection(camera, inspector, weld_rx, res_tx, clock, stop))?
+            .spawn(move || threads::run_inspection(camera, models.worker, weld_rx, res_tx, clock, stop))?
     };
 
     // Twin worker.
@@ -314,7 +332,6 @@ pub async fn run(
         s.control.cycle_us = cfg.control.cycle.as_micros() as u64;
         s.axis.id = axis.id.to_string();
         s.inspection.cell = cell.id.to_string();
-        s.inspection.model = format!("{} {}", m.name, m.version);
         s.twin.asset = asset.id.to_string();
     });
     let ctx = Arc::new(NodeCtx {
@@ -375,9 +392,19 @@ pub async fn run(
         clock: clock.clone(),
     };
     let mut dash_stop = stop_rx.clone();
-    let dashboard = tokio::spawn(crate::dashboard::serve(listener, app, async move {
-        let _ = dash_stop.wait_for(|s| *s).await;
-    }));
+    let api = crate::models::http::router(crate::models::http::ApiState {
+        models: models.service.clone(),
+        gates: vec![ctx.gate.clone()],
+        clock: clock.clone(),
+        node: cfg.node.to_string(),
+    });
+    let dashboard = tokio::spawn(crate::dashboard::serve_router(
+        listener,
+        crate::dashboard::router(app).merge(api),
+        async move {
+            let _ = dash_stop.wait_for(|s| *s).await;
+        },
+    ));
     tracing::info!(url = %format!("http://{listen}/"), scenario = opts.scenario.name, "triad node running; dashboard at the url");
     println!(
         "triad: dashboard at http://{listen}/  (scenario {}, Ctrl-C to stop)",
@@ -403,6 +430,7 @@ pub async fn run(
     let _ = io_thread.join();
     stop_insp.store(true, Relaxed);
     let _ = insp_thread.join();
+    models.service.stop();
     let _ = results.await;
     let _ = stop_tx.send(true);
     let _ = pump.await;

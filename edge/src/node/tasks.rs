@@ -202,12 +202,28 @@ pub async fn publish_latest<M: triad_schemas::BusMessage>(
     topic: triad_schemas::Topic,
     mut rx: watch::Receiver<Option<M>>,
 ) {
+    // One line when publishing starts failing, one every 30 s while it
+    // fails, one when it recovers: not one per value.
+    let mut failing_since: Option<tokio::time::Instant> = None;
+    let mut last_log = tokio::time::Instant::now();
     while rx.changed().await.is_ok() {
         let Some(msg) = rx.borrow_and_update().clone() else {
             continue;
         };
-        if let Err(e) = ctx.publisher.publish(&topic, msg).await {
-            tracing::warn!(topic = %topic, error = %e, "publish failed; the next value replaces this one");
+        match ctx.publisher.publish(&topic, msg).await {
+            Ok(_) => {
+                if let Some(since) = failing_since.take() {
+                    tracing::info!(topic = %topic, after_s = since.elapsed().as_secs(), "publishing resumed");
+                }
+            }
+            Err(e) => {
+                let now = tokio::time::Instant::now();
+                if failing_since.is_none() || now - last_log >= Duration::from_secs(30) {
+                    tracing::warn!(topic = %topic, error = %e, "publish failed; latest values are dropped until the bus is back");
+                    last_log = now;
+                }
+                failing_since.get_or_insert(now);
+            }
         }
     }
 }

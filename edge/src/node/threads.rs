@@ -4,13 +4,14 @@
 
 use crate::clock::{Clock, monotonic_ns, sleep_until_mono};
 use crate::control::rt;
+use crate::models::slot::WorkerModels;
 use rtrb::{Consumer, Producer};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 use triad_hw::sim::{SimCamera, SimLine, WeldEvent};
 use triad_hw::{Camera, CaptureTrigger, LineInputs, LineOutputs, ProcessIo};
-use triad_inspect::{GrayImage, Inspection, Inspector};
+use triad_inspect::{GrayImage, Inspection};
 use triad_twin::{Twin, TwinSample, TwinStep};
 
 /// Shared figures of the sim I/O scan.
@@ -85,16 +86,19 @@ pub struct InspectionOutcome {
     pub done_ns: i64,
 }
 
-/// The inspection worker: capture, inspect, hand over, in order.
+/// The inspection worker: capture, inspect, hand over, in order. Between two
+/// frames it takes a newly deployed model, if any (one atomic load; see
+/// `models::slot`).
 pub fn run_inspection(
     mut camera: SimCamera,
-    mut inspector: Inspector,
+    mut models: WorkerModels,
     mut welds: Consumer<WeldEvent>,
     results: tokio::sync::mpsc::Sender<InspectionOutcome>,
     clock: Arc<dyn Clock>,
     stop: Arc<AtomicBool>,
 ) {
     loop {
+        models.poll_swap();
         let w = match welds.pop() {
             Ok(w) => w,
             Err(_) if stop.load(Relaxed) => return,
@@ -110,7 +114,7 @@ pub fn run_inspection(
             weld_temp_c: w.weld_temp_c,
         };
         let result = match camera.capture(&trigger) {
-            Ok(frame) => inspector
+            Ok(frame) => models
                 .inspect(&GrayImage {
                     width: frame.width,
                     height: frame.height,

@@ -1,0 +1,929 @@
+//! The model bundle: its files, the canonical manifest, its digest and
+//! signature, and safe unpacking of archives.
+//!
+//! A bundle is a directory, or a `.tar` / `.tar.gz` of one:
+//!
+//! ```text
+//! manifest.json        the model manifest with target, files (sha256 of each) and golden cases
+//! signature.json       {"alg": "Ed25519", "key_id": "release-2025", "signature": "<base64url>"}
+//! model.onnx
+//! golden/0.in.f32      golden input  (raw little-endian f32, the model's input shape)
+//! golden/0.out.f32     expected output (raw little-endian f32, the output shape)
+//! ```
+//!
+//! **Canonical manifest**: the manifest's JSON value written with object
+//! keys sorted (by their UTF-8 bytes), no whitespace, strings and numbers as
+//! serde_json writes them. The signature is Ed25519 over these bytes, and the
+//! **bundle digest** is `sha256:` + the hex SHA-256 of them; since the
+//! manifest holds the SHA-256 of every other file, the digest names the whole
+//! bundle. Re-formatting `manifest.json` keeps the signature valid; changing
+//! any value breaks it.
+//!
+//! **Unpacking** never touches the disk: entries are read into memory, with
+//! limits on the total size, the size of each file and the number of files.
+//! Only regular files and directories are accepted; absolute paths, `..`,
+//! links, devices, duplicate entries and names with `\` are refused by name.
+//! An archive whose files all sit in one top folder (`weld_seam-1.1.0/…`) is
+//! read as if they sat at its root.
+
+use super::keys::SigningKey;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Component, Path};
+use thiserror::Error;
+use triad_inspect::ModelManifest;
+use triad_inspect::manifest::{GoldenCase, GoldenSpec, parse_version};
+
+/// File name of the manifest.
+pub const MANIFEST_FILE: &str = "manifest.json";
+/// File name of the signature.
+pub const SIGNATURE_FILE: &str = "signature.json";
+/// File name of the model.
+pub const MODEL_FILE: &str = "model.onnx";
+
+/// Size limits for reading a bundle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BundleLimits {
+    /// Largest total of file contents, bytes (also the largest archive).
+    pub max_total_bytes: u64,
+    /// Most files.
+    pub max_files: usize,
+}
+
+impl Default for BundleLimits {
+    fn default() -> Self {
+        Self {
+            max_total_bytes: 64 * 1024 * 1024,
+            max_files: 64,
+        }
+    }
+}
+
+/// A bundle could not be read or is not well-formed.
+#[derive(Clone, Debug, Error, PartialEq)]
+pub enum BundleError {
+    /// A path leaves the bundle folder or is not a plain relative path.
+    #[error("bundle entry {path:?} is refused: {why}; bundles hold plain relative paths only")]
+    UnsafePath {
+        /// The entry's path as written.
+        path: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
+    /// A link, device or other non-file entry.
+    #[error("bundle entry {path:?} is a {kind}; bundles hold regular files only")]
+    NotAFile {
+        /// The entry's path.
+        path: String,
+        /// What it is.
+        kind: String,
+    },
+    /// The same path twice.
+    #[error("bundle entry {path:?} appears twice; an archive must name each file once")]
+    Duplicate {
+        /// The path.
+        path: String,
+    },
+    /// Over the size limit.
+    #[error(
+        "bundle is larger than {limit} bytes (models.max_bundle_mb): {detail}; ship a smaller model or raise the limit"
+    )]
+    TooLarge {
+        /// The limit, bytes.
+        limit: u64,
+        /// What exceeded it.
+        detail: String,
+    },
+    /// Too many files.
+    #[error(
+        "bundle has more than {limit} files; a bundle needs manifest.json, signature.json, model.onnx and its golden files"
+    )]
+    TooManyFiles {
+        /// The limit.
+        limit: usize,
+    },
+    /// Not a tar or tar.gz, or corrupt.
+    #[error(
+        "bundle archive unreadable: {detail}; give a directory, a .tar or a .tar.gz made with `triad bundle build`"
+    )]
+    Archive {
+        /// What the reader said.
+        detail: String,
+    },
+    /// A required file is missing.
+    #[error("bundle has no {file}: {fix}")]
+    Missing {
+        /// Which file.
+        file: String,
+        /// What to do.
+        fix: &'static str,
+    },
+    /// manifest.json is not valid.
+    #[error("bundle manifest.json is invalid: {}", problems.join("; "))]
+    Manifest {
+        /// Every problem found.
+        problems: Vec<String>,
+    },
+    /// signature.json is not valid.
+    #[error("bundle signature.json is invalid: {detail}; sign the bundle again with `triad bundle sign`")]
+    SignatureFile {
+        /// What is wrong.
+        detail: String,
+    },
+    /// Reading or writing files failed.
+    #[error("{path}: {detail}")]
+    Io {
+        /// The file.
+        path: String,
+        /// What the OS said.
+        detail: String,
+    },
+}
+
+/// The files of a bundle, in memory, by relative path (`/`-separated).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Bundle {
+    files: BTreeMap<String, Vec<u8>>,
+}
+
+/// Check a relative path and return it in normal form (`a/b`, no `./`).
+pub fn clean_path(raw: &str) -> Result<String, BundleError> {
+    let unsafe_path = |why| BundleError::UnsafePath {
+        path: raw.to_string(),
+        why,
+    };
+    if raw.contains('\\') {
+        return Err(unsafe_path("it contains a backslash"));
+    }
+    if raw.contains('\0') {
+        return Err(unsafe_path("it contains a NUL byte"));
+    }
+    let mut parts = Vec::new();
+    for c in Path::new(raw).components() {
+        match c {
+            Component::Normal(p) => parts.push(p.to_str().ok_or_else(|| unsafe_path("it is not UTF-8"))?),
+            Component::CurDir => {}
+            Component::ParentDir => return Err(unsafe_path("it climbs out of the bundle with \"..\"")),
+            Component::RootDir | Component::Prefix(_) => return Err(unsafe_path("it is absolute")),
+        }
+    }
+    if parts.is_empty() {
+        return Err(unsafe_path("it is empty"));
+    }
+    Ok(parts.join("/"))
+}
+
+/// Counts bytes read and remembers whether the cap was reached.
+struct Capped<R> {
+    inner: R,
+    left: u64,
+    hit: bool,
+}
+
+impl<R: Read> Read for Capped<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.left == 0 {
+            self.hit = true;
+            return Err(std::io::Error::other("size cap reached"));
+        }
+        let n = buf.len().min(self.left as usize);
+        let got = self.inner.read(&mut buf[..n])?;
+        self.left -= got as u64;
+        Ok(got)
+    }
+}
+
+impl Bundle {
+    /// An empty bundle.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Add or replace a file (the path is checked).
+    pub fn insert(&mut self, path: &str, bytes: Vec<u8>) -> Result<(), BundleError> {
+        let p = clean_path(path)?;
+        self.files.insert(p, bytes);
+        Ok(())
+    }
+
+    /// Remove a file.
+    pub fn remove(&mut self, path: &str) -> Option<Vec<u8>> {
+        self.files.remove(path)
+    }
+
+    /// A file's bytes.
+    pub fn get(&self, path: &str) -> Option<&[u8]> {
+        self.files.get(path).map(Vec::as_slice)
+    }
+
+    /// A file's bytes, mutable (for tools and tests).
+    pub fn get_mut(&mut self, path: &str) -> Option<&mut Vec<u8>> {
+        self.files.get_mut(path)
+    }
+
+    /// Every path, sorted.
+    pub fn paths(&self) -> impl Iterator<Item = &str> {
+        self.files.keys().map(String::as_str)
+    }
+
+    /// Total size of the contents, bytes.
+    pub fn total_bytes(&self) -> u64 {
+        self.files.values().map(|v| v.len() as u64).sum()
+    }
+
+    fn check_limits(&self, limits: BundleLimits) -> Result<(), BundleError> {
+        if self.files.len() > limits.max_files {
+            return Err(BundleError::TooManyFiles {
+                limit: limits.max_files,
+            });
+        }
+        let total = self.total_bytes();
+        if total > limits.max_total_bytes {
+            return Err(BundleError::TooLarge {
+                limit: limits.max_total_bytes,
+                detail: format!("its files hold {total} bytes"),
+            });
+        }
+        Ok(())
+    }
+
+    /// If every file sits in one top folder, drop that folder.
+    fn strip_single_top(&mut self) {
+        if self.files.keys().any(|p| !p.contains('/')) {
+            return;
+        }
+        let mut tops = self.files.keys().map(|p| p.split('/').next().unwrap_or_default());
+        let Some(first) = tops.next().map(str::to_string) else {
+            return;
+        };
+        if tops.all(|t| t == first) {
+            let prefix = format!("{first}/");
+            self.files = std::mem::take(&mut self.files)
+                .into_iter()
+                .map(|(k, v)| (k[prefix.len()..].to_string(), v))
+                .collect();
+        }
+    }
+
+    /// Read a bundle directory (symlinks and special files are refused).
+    pub fn from_dir(dir: &Path, limits: BundleLimits) -> Result<Self, BundleError> {
+        let io = |p: &Path, e: std::io::Error| BundleError::Io {
+            path: p.display().to_string(),
+            detail: e.to_string(),
+        };
+        let mut b = Bundle::new();
+        let mut total = 0u64;
+        let mut stack = vec![(dir.to_path_buf(), String::new())];
+        while let Some((path, rel)) = stack.pop() {
+            let mut entries: Vec<_> = std::fs::read_dir(&path)
+                .map_err(|e| io(&path, e))?
+                .collect::<Result<_, _>>()
+                .map_err(|e| io(&path, e))?;
+            entries.sort_by_key(|e| e.file_name());
+            for e in entries {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let rel_child = if rel.is_empty() { name } else { format!("{rel}/{name}") };
+                let meta = std::fs::symlink_metadata(e.path()).map_err(|er| io(&e.path(), er))?;
+                let ft = meta.file_type();
+                if ft.is_dir() {
+                    stack.push((e.path(), rel_child));
+                } else if ft.is_file() {
+                    total += meta.len();
+                    if total > limits.max_total_bytes {
+                        return Err(BundleError::TooLarge {
+                            limit: limits.max_total_bytes,
+                            detail: format!("{} alone brings it past the limit", rel_child),
+                        });
+                    }
+                    if b.files.len() >= limits.max_files {
+                        return Err(BundleError::TooManyFiles {
+                            limit: limits.max_files,
+                        });
+                    }
+                    let bytes = std::fs::read(e.path()).map_err(|er| io(&e.path(), er))?;
+                    b.insert(&rel_child, bytes)?;
+                } else {
+                    return Err(BundleError::NotAFile {
+                        path: rel_child,
+                        kind: if ft.is_symlink() {
+                            "symbolic link".into()
+                        } else {
+                            "special file".into()
+                        },
+                    });
+                }
+            }
+        }
+        b.check_limits(limits)?;
+        Ok(b)
+    }
+
+    /// Read a `.tar` or `.tar.gz` held in memory.
+    pub fn from_archive(bytes: &[u8], limits: BundleLimits) -> Result<Self, BundleError> {
+        if bytes.len() as u64 > limits.max_total_bytes {
+            return Err(BundleError::TooLarge {
+                limit: limits.max_total_bytes,
+                detail: format!("the archive is {} bytes", bytes.len()),
+            });
+        }
+        let inner: Box<dyn Read + '_> = if bytes.starts_with(&[0x1f, 0x8b]) {
+            Box::new(flate2::read::GzDecoder::new(bytes))
+        } else {
+            Box::new(bytes)
+        };
+        // Tar headers and padding: at most 3 blocks per file plus the end.
+        let cap = limits.max_total_bytes + (limits.max_files as u64 * 3 + 4) * 512 + 10 * 1024;
+        let mut capped = Capped {
+            inner,
+            left: cap,
+            hit: false,
+        };
+        let result = Self::read_tar(&mut capped, limits);
+        if capped.hit {
+            return Err(BundleError::TooLarge {
+                limit: limits.max_total_bytes,
+                detail: "the archive unpacks to more than the limit".into(),
+            });
+        }
+        let mut b = result?;
+        b.strip_single_top();
+        b.check_limits(limits)?;
+        Ok(b)
+    }
+
+    fn read_tar<R: Read>(reader: R, limits: BundleLimits) -> Result<Self, BundleError> {
+        let archive_err = |e: std::io::Error| BundleError::Archive { detail: e.to_string() };
+        let mut ar = tar::Archive::new(reader);
+        let mut b = Bundle::new();
+        let mut total = 0u64;
+        let mut count = 0usize;
+        for entry in ar.entries().map_err(archive_err)? {
+            let mut entry = entry.map_err(archive_err)?;
+            let raw_path = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+            let kind = entry.header().entry_type();
+            let path = clean_path(&raw_path)?;
+            match kind {
+                tar::EntryType::Directory => continue,
+                tar::EntryType::Regular | tar::EntryType::Continuous => {}
+                tar::EntryType::Symlink => {
+                    return Err(BundleError::NotAFile {
+                        path,
+                        kind: "symbolic link".into(),
+                    });
+                }
+                tar::EntryType::Link => {
+                    return Err(BundleError::NotAFile {
+                        path,
+                        kind: "hard link".into(),
+                    });
+                }
+                other => {
+                    return Err(BundleError::NotAFile {
+                        path,
+                        kind: format!("{other:?} entry"),
+                    });
+                }
+            }
+            count += 1;
+            if count > limits.max_files {
+                return Err(BundleError::TooManyFiles {
+                    limit: limits.max_files,
+                });
+            }
+            let size = entry.header().size().map_err(archive_err)?;
+            total = total.saturating_add(size);
+            if total > limits.max_total_bytes {
+                return Err(BundleError::TooLarge {
+                    limit: limits.max_total_bytes,
+                    detail: format!("{path} ({size} bytes) brings the contents past the limit"),
+                });
+            }
+            let mut bytes = Vec::with_capacity(size as usize);
+            (&mut entry).take(size).read_to_end(&mut bytes).map_err(archive_err)?;
+            if b.files.contains_key(&path) {
+                return Err(BundleError::Duplicate { path });
+            }
+            b.files.insert(path, bytes);
+        }
+        Ok(b)
+    }
+
+    /// A directory or an archive file, whichever `path` is.
+    pub fn from_path(path: &Path, limits: BundleLimits) -> Result<Self, BundleError> {
+        let meta = std::fs::metadata(path).map_err(|e| BundleError::Io {
+            path: path.display().to_string(),
+            detail: e.to_string(),
+        })?;
+        if meta.is_dir() {
+            return Self::from_dir(path, limits);
+        }
+        if meta.len() > limits.max_total_bytes {
+            return Err(BundleError::TooLarge {
+                limit: limits.max_total_bytes,
+                detail: format!("{} is {} bytes", path.display(), meta.len()),
+            });
+        }
+        let bytes = std::fs::read(path).map_err(|e| BundleError::Io {
+            path: path.display().to_string(),
+            detail: e.to_string(),
+        })?;
+        Self::from_archive(&bytes, limits)
+    }
+
+    /// A deterministic `.tar.gz` of the bundle (mtime 0, mode 0644).
+    pub fn to_archive(&self) -> Vec<u8> {
+        let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        let mut tar = tar::Builder::new(gz);
+        for (path, bytes) in &self.files {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(bytes.len() as u64);
+            h.set_mode(0o644);
+            h.set_mtime(0);
+            h.set_entry_type(tar::EntryType::Regular);
+            tar.append_data(&mut h, path, bytes.as_slice())
+                .expect("writing to memory does not fail");
+        }
+        tar.into_inner()
+            .and_then(|gz| gz.finish())
+            .expect("writing to memory does not fail")
+    }
+
+    /// Write the files under `dir` (created; existing files are replaced).
+    pub fn write_dir(&self, dir: &Path) -> Result<(), BundleError> {
+        for (rel, bytes) in &self.files {
+            let path = dir.join(rel);
+            let io = |e: std::io::Error| BundleError::Io {
+                path: path.display().to_string(),
+                detail: e.to_string(),
+            };
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(io)?;
+            }
+            std::fs::write(&path, bytes).map_err(io)?;
+        }
+        Ok(())
+    }
+}
+
+/// Write `v` as canonical JSON (sorted keys, no whitespace).
+pub fn canonical_json(v: &serde_json::Value) -> Vec<u8> {
+    fn write(v: &serde_json::Value, out: &mut Vec<u8>) {
+        use serde_json::Value;
+        match v {
+            Value::Array(items) => {
+                out.push(b'[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    write(item, out);
+                }
+                out.push(b']');
+            }
+            Value::Object(map) => {
+                let mut keys: Vec<&String> = map.keys().collect();
+                keys.sort();
+                out.push(b'{');
+                for (i, k) in keys.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    serde_json::to_writer(&mut *out, k).expect("strings serialise");
+                    out.push(b':');
+                    write(&map[k], out);
+                }
+                out.push(b'}');
+            }
+            scalar => serde_json::to_writer(&mut *out, scalar).expect("scalars serialise"),
+        }
+    }
+    let mut out = Vec::new();
+    write(v, &mut out);
+    out
+}
+
+/// `sha256:<hex>` of `bytes`.
+pub fn sha256_digest(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+/// Lower-case hex SHA-256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// `signature.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignatureFile {
+    /// Always `Ed25519`.
+    pub alg: String,
+    /// Name (or fingerprint) of the signing key in the node's keyring.
+    pub key_id: String,
+    /// The 64-byte signature over the canonical manifest, base64url.
+    pub signature: String,
+}
+
+impl SignatureFile {
+    /// The raw signature.
+    pub fn signature_bytes(&self) -> Result<Vec<u8>, BundleError> {
+        URL_SAFE_NO_PAD
+            .decode(self.signature.trim_end_matches('='))
+            .map_err(|e| BundleError::SignatureFile {
+                detail: format!("signature is not base64url ({e})"),
+            })
+    }
+}
+
+/// The manifest of a bundle, parsed and canonicalised.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParsedManifest {
+    /// The manifest.
+    pub manifest: ModelManifest,
+    /// Its canonical bytes (what is signed).
+    pub canonical: Vec<u8>,
+    /// `sha256:` of the canonical bytes: the bundle digest.
+    pub digest: String,
+}
+
+impl ParsedManifest {
+    /// The target (checked present by [`parse_manifest`]).
+    pub fn target(&self) -> &str {
+        self.manifest.target.as_deref().unwrap_or_default()
+    }
+}
+
+/// Parse and check `manifest.json` of `bundle`.
+pub fn parse_manifest(bundle: &Bundle) -> Result<ParsedManifest, BundleError> {
+    let bytes = bundle.get(MANIFEST_FILE).ok_or(BundleError::Missing {
+        file: MANIFEST_FILE.into(),
+        fix: "build the bundle with `triad bundle build`",
+    })?;
+    let bad = |p: String| BundleError::Manifest { problems: vec![p] };
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| bad(format!("not JSON ({e})")))?;
+    let canonical = canonical_json(&value);
+    let manifest: ModelManifest = serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
+    let mut problems = manifest.validate().err().unwrap_or_default();
+    match &manifest.target {
+        None => problems.push("target: missing; name the cell or asset the model is for, e.g. \"cell_2245\"".into()),
+        Some(t) => {
+            if let Err(e) = triad_schemas::ids::validate("target", t) {
+                problems.push(format!("target: {e}"));
+            }
+        }
+    }
+    if !manifest.files.contains_key(MODEL_FILE) {
+        problems.push("files: no sha256 for model.onnx".into());
+    }
+    for (path, hex) in &manifest.files {
+        if clean_path(path).ok().as_deref() != Some(path.as_str()) || path == MANIFEST_FILE || path == SIGNATURE_FILE {
+            problems.push(format!("files: {path:?} is not a plain relative path of a bundle file"));
+        }
+        if hex.len() != 64 || !hex.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)) {
+            problems.push(format!("files.{path}: {hex:?} is not a lower-case hex SHA-256"));
+        }
+    }
+    match &manifest.golden {
+        None => problems.push("golden: missing; a bundle needs at least one golden case".into()),
+        Some(g) => {
+            if !(g.tolerance.is_finite() && (0.0..=1.0).contains(&g.tolerance)) {
+                problems.push(format!("golden.tolerance = {}: must be within 0..=1", g.tolerance));
+            }
+            if g.cases.is_empty() {
+                problems.push("golden.cases: empty; give at least one case".into());
+            }
+            for (i, c) in g.cases.iter().enumerate() {
+                for (what, p) in [("input", &c.input), ("output", &c.output)] {
+                    if !manifest.files.contains_key(p) {
+                        problems.push(format!("golden.cases[{i}].{what}: {p:?} is not listed in files"));
+                    }
+                }
+            }
+        }
+    }
+    if !problems.is_empty() {
+        return Err(BundleError::Manifest { problems });
+    }
+    let digest = sha256_digest(&canonical);
+    Ok(ParsedManifest {
+        manifest,
+        canonical,
+        digest,
+    })
+}
+
+/// Parse `signature.json` of `bundle` (`None` if absent).
+pub fn parse_signature(bundle: &Bundle) -> Result<Option<SignatureFile>, BundleError> {
+    let Some(bytes) = bundle.get(SIGNATURE_FILE) else {
+        return Ok(None);
+    };
+    let s: SignatureFile =
+        serde_json::from_slice(bytes).map_err(|e| BundleError::SignatureFile { detail: e.to_string() })?;
+    if s.alg != "Ed25519" {
+        return Err(BundleError::SignatureFile {
+            detail: format!("alg {:?}: only Ed25519 is accepted", s.alg),
+        });
+    }
+    Ok(Some(s))
+}
+
+/// Sign the bundle's manifest with `key` and store `signature.json`.
+/// Returns the bundle digest.
+pub fn sign(bundle: &mut Bundle, key: &SigningKey) -> Result<String, BundleError> {
+    let parsed = parse_manifest(bundle)?;
+    let sig = key.sign(&parsed.canonical);
+    let file = SignatureFile {
+        alg: "Ed25519".into(),
+        key_id: key.name().into(),
+        signature: URL_SAFE_NO_PAD.encode(sig),
+    };
+    bundle.insert(
+        SIGNATURE_FILE,
+        serde_json::to_vec_pretty(&file).expect("signature serialises"),
+    )?;
+    Ok(parsed.digest)
+}
+
+/// Little-endian bytes of `values`.
+pub fn f32_bytes(values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+/// `f32` values of little-endian bytes (`None` if the length is not a multiple of 4).
+pub fn f32_values(bytes: &[u8]) -> Option<Vec<f32>> {
+    if !bytes.len().is_multiple_of(4) {
+        return None;
+    }
+    Some(
+        bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+            .collect(),
+    )
+}
+
+/// Deterministic golden inputs when the shipper gives none: black, mid-grey,
+/// a horizontal ramp and uniform noise, in the normalised range of a frame.
+pub fn default_golden_inputs(manifest: &ModelManifest) -> Vec<Vec<f32>> {
+    let n: usize = manifest.input.shape.iter().product();
+    let width = *manifest.input.shape.last().unwrap_or(&1);
+    let norm = |p: f32| (p / 255.0 - manifest.input.mean) / manifest.input.std;
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut noise = Vec::with_capacity(n);
+    for _ in 0..n {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        noise.push(norm((state % 256) as f32));
+    }
+    vec![
+        vec![norm(0.0); n],
+        vec![norm(128.0); n],
+        (0..n)
+            .map(|i| norm(((i % width) * 255 / width.max(2).saturating_sub(1).max(1)) as f32))
+            .collect(),
+        noise,
+    ]
+}
+
+/// What `triad bundle build` needs.
+#[derive(Clone, Debug)]
+pub struct BuildSpec {
+    /// The ONNX bytes.
+    pub model_onnx: Vec<u8>,
+    /// The model manifest (name, version, kind, input, output); bundle keys are replaced.
+    pub manifest: ModelManifest,
+    /// The cell or asset.
+    pub target: String,
+    /// Golden inputs (empty: [`default_golden_inputs`]).
+    pub golden_inputs: Vec<Vec<f32>>,
+    /// Expected outputs, one per input; `None`: computed with tract now.
+    pub golden_outputs: Option<Vec<Vec<f32>>>,
+    /// Largest allowed absolute difference.
+    pub tolerance: f32,
+}
+
+/// Assemble an unsigned bundle: model, golden files and manifest with the
+/// SHA-256 of every file. Expected outputs not given are computed by
+/// running the model with tract, the engine of the node.
+pub fn build(spec: BuildSpec) -> Result<Bundle, BundleError> {
+    let bad = |p: String| BundleError::Manifest { problems: vec![p] };
+    let mut m = spec.manifest.clone();
+    if parse_version(&m.version).is_none() {
+        return Err(bad(format!("version {:?}: use major.minor.patch", m.version)));
+    }
+    triad_schemas::ids::validate("target", &spec.target).map_err(|e| bad(format!("target: {e}")))?;
+    m.target = Some(spec.target.clone());
+    m.files.clear();
+    m.golden = None;
+    let inputs = if spec.golden_inputs.is_empty() {
+        default_golden_inputs(&m)
+    } else {
+        spec.golden_inputs.clone()
+    };
+    let n_in: usize = m.input.shape.iter().product();
+    let n_out: usize = m.output.shape.iter().product();
+    for (i, x) in inputs.iter().enumerate() {
+        if x.len() != n_in {
+            return Err(bad(format!(
+                "golden input {i} has {} values; the input shape {:?} needs {n_in}",
+                x.len(),
+                m.input.shape
+            )));
+        }
+    }
+    let outputs = match spec.golden_outputs {
+        Some(o) => {
+            if o.len() != inputs.len() {
+                return Err(bad(format!("{} golden outputs for {} inputs", o.len(), inputs.len())));
+            }
+            o
+        }
+        None => {
+            let model = std::sync::Arc::new(
+                triad_inspect::OnnxModel::load(&spec.model_onnx, m.clone()).map_err(|e| bad(e.to_string()))?,
+            );
+            let mut session = model.session().map_err(|e| bad(e.to_string()))?;
+            let mut outs = Vec::new();
+            for x in &inputs {
+                let mut y = Vec::new();
+                session.infer(x, &mut y).map_err(|e| bad(e.to_string()))?;
+                outs.push(y);
+            }
+            outs
+        }
+    };
+    for (i, y) in outputs.iter().enumerate() {
+        if y.len() != n_out {
+            return Err(bad(format!(
+                "golden output {i} has {} values; the output shape {:?} needs {n_out}",
+                y.len(),
+                m.output.shape
+            )));
+        }
+    }
+    let mut b = Bundle::new();
+    let mut cases = Vec::new();
+    b.insert(MODEL_FILE, spec.model_onnx.clone())?;
+    for (i, (x, y)) in inputs.iter().zip(&outputs).enumerate() {
+        let (ip, op) = (format!("golden/{i}.in.f32"), format!("golden/{i}.out.f32"));
+        b.insert(&ip, f32_bytes(x))?;
+        b.insert(&op, f32_bytes(y))?;
+        cases.push(GoldenCase { input: ip, output: op });
+    }
+    for p in b.paths().map(str::to_string).collect::<Vec<_>>() {
+        let digest = sha256_hex(b.get(&p).expect("listed"));
+        m.files.insert(p, digest);
+    }
+    m.golden = Some(GoldenSpec {
+        tolerance: spec.tolerance,
+        cases,
+    });
+    b.insert(
+        MANIFEST_FILE,
+        serde_json::to_vec_pretty(&m).expect("manifest serialises"),
+    )?;
+    parse_manifest(&b)?;
+    Ok(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A USTAR archive with arbitrary (unchecked) names, for attack tests.
+    pub(crate) fn raw_tar(entries: &[(&str, u8, &[u8])]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (name, kind, data) in entries {
+            let mut h = [0u8; 512];
+            h[..name.len()].copy_from_slice(name.as_bytes());
+            h[100..107].copy_from_slice(b"0000644");
+            h[108..115].copy_from_slice(b"0000000");
+            h[116..123].copy_from_slice(b"0000000");
+            let size = format!("{:011o}", data.len());
+            h[124..135].copy_from_slice(size.as_bytes());
+            h[136..147].copy_from_slice(b"00000000000");
+            h[156] = *kind;
+            h[257..263].copy_from_slice(b"ustar\0");
+            h[263..265].copy_from_slice(b"00");
+            h[148..156].copy_from_slice(b"        ");
+            let sum: u32 = h.iter().map(|b| *b as u32).sum();
+            h[148..155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
+            out.extend_from_slice(&h);
+            out.extend_from_slice(data);
+            out.resize(out.len().div_ceil(512) * 512, 0);
+        }
+        out.resize(out.len() + 1024, 0);
+        out
+    }
+
+    #[test]
+    fn paths_are_cleaned_or_refused_by_name() {
+        assert_eq!(clean_path("./golden/0.in.f32").unwrap(), "golden/0.in.f32");
+        for (p, why) in [
+            ("../etc/passwd", "climbs out"),
+            ("golden/../../x", "climbs out"),
+            ("/etc/passwd", "absolute"),
+            ("a\\b", "backslash"),
+            (".", "empty"),
+        ] {
+            let e = clean_path(p).unwrap_err().to_string();
+            assert!(e.contains(why), "{p}: {e}");
+        }
+    }
+
+    #[test]
+    fn archives_roundtrip_and_hostile_ones_are_refused() {
+        let mut b = Bundle::new();
+        b.insert("manifest.json", b"{}".to_vec()).unwrap();
+        b.insert("golden/0.in.f32", vec![1, 2, 3, 4]).unwrap();
+        let lim = BundleLimits::default();
+        assert_eq!(Bundle::from_archive(&b.to_archive(), lim).unwrap(), b);
+        // One top folder is stripped.
+        let t = raw_tar(&[
+            ("w-1.1.0/manifest.json", b'0', b"{}"),
+            ("w-1.1.0/golden/0.in.f32", b'0', &[1, 2, 3, 4]),
+        ]);
+        assert_eq!(Bundle::from_archive(&t, lim).unwrap(), b);
+        let bad = raw_tar(&[("manifest.json", b'0', b"{}"), ("../../evil", b'0', b"x")]);
+        let e = Bundle::from_archive(&bad, lim).unwrap_err();
+        assert!(matches!(e, BundleError::UnsafePath { .. }), "{e}");
+        assert!(e.to_string().contains("\"../../evil\""), "{e}");
+        let abs = raw_tar(&[("/tmp/evil", b'0', b"x")]);
+        assert!(matches!(
+            Bundle::from_archive(&abs, lim),
+            Err(BundleError::UnsafePath { .. })
+        ));
+        let link = raw_tar(&[("model.onnx", b'2', b"")]);
+        assert!(
+            Bundle::from_archive(&link, lim)
+                .unwrap_err()
+                .to_string()
+                .contains("symbolic link")
+        );
+        let dup = raw_tar(&[("a", b'0', b"1"), ("./a", b'0', b"2")]);
+        assert!(matches!(
+            Bundle::from_archive(&dup, lim),
+            Err(BundleError::Duplicate { .. })
+        ));
+        let small = BundleLimits {
+            max_total_bytes: 1000,
+            max_files: 4,
+        };
+        let big = raw_tar(&[("model.onnx", b'0', &[7u8; 2000])]);
+        assert!(matches!(
+            Bundle::from_archive(&big, small),
+            Err(BundleError::TooLarge { .. })
+        ));
+        // A gzip bomb: small archive, large contents.
+        let mut bomb = Bundle::new();
+        bomb.insert("model.onnx", vec![0u8; 100_000]).unwrap();
+        let gz = bomb.to_archive();
+        assert!(gz.len() < 1000);
+        assert!(matches!(
+            Bundle::from_archive(&gz, small),
+            Err(BundleError::TooLarge { .. })
+        ));
+        assert!(matches!(
+            Bundle::from_archive(b"definitely not a tar archive, just text padding...", lim),
+            Err(BundleError::Archive { .. })
+        ));
+    }
+
+    #[test]
+    fn canonical_json_sorts_keys_and_ignores_formatting() {
+        let a: serde_json::Value = serde_json::from_str(r#"{ "b": [1, 2.5, {"z": 1, "a": "x"}], "a": null }"#).unwrap();
+        let b: serde_json::Value = serde_json::from_str(r#"{"a":null,"b":[1,2.50,{"a":"x","z":1}]}"#).unwrap();
+        assert_eq!(canonical_json(&a), br#"{"a":null,"b":[1,2.5,{"a":"x","z":1}]}"#);
+        assert_eq!(canonical_json(&a), canonical_json(&b));
+    }
+
+    #[test]
+    fn build_sign_and_parse_the_builtin_model() {
+        let manifest: ModelManifest = serde_json::from_str(triad_inspect::builtin::WELD_SEAM_MANIFEST).unwrap();
+        let mut b = build(BuildSpec {
+            model_onnx: triad_inspect::builtin::WELD_SEAM_ONNX.to_vec(),
+            manifest,
+            target: "cell_2245".into(),
+            golden_inputs: vec![],
+            golden_outputs: None,
+            tolerance: 1e-4,
+        })
+        .unwrap();
+        let (k, _) = SigningKey::generate("release").unwrap();
+        let digest = sign(&mut b, &k).unwrap();
+        let p = parse_manifest(&b).unwrap();
+        assert_eq!(p.digest, digest);
+        assert_eq!(p.target(), "cell_2245");
+        assert_eq!(p.manifest.golden.as_ref().unwrap().cases.len(), 4);
+        assert_eq!(parse_signature(&b).unwrap().unwrap().key_id, "release");
+        // Pretty-printing the manifest differently keeps the digest.
+        let v: serde_json::Value = serde_json::from_slice(b.get(MANIFEST_FILE).unwrap()).unwrap();
+        b.insert(MANIFEST_FILE, serde_json::to_vec(&v).unwrap()).unwrap();
+        assert_eq!(parse_manifest(&b).unwrap().digest, digest);
+    }
+}

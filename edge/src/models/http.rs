@@ -1,0 +1,295 @@
+//! The node's write API, served next to the dashboard. Nothing here is
+//! anonymous: every request that changes something carries a signed token
+//! in `Authorization: Bearer <token>` and is checked like any deploy or
+//! command; every decision, including requests without a token, goes to the
+//! audit trail.
+//!
+//! | method and path | body | token | answer |
+//! |---|---|---|---|
+//! | `POST /api/models/{target}/deploy` | the bundle, `.tar.gz` or `.tar` | `use: deploy` | 200 [`DeployReport`], or a refusal |
+//! | `POST /api/models/{target}/rollback` | — | `use: rollback` | 200 [`DeployReport`], or a refusal |
+//! | `POST /api/axes/{axis}/commands` | JSON `{"action": "SetRate", "value": 10, "reason": "…", "command_id": "…"}` | `use: command` | 200 `{"outcome": "applied", …}`, or a refusal |
+//! | `GET /api/models` | — | — | [`TargetStatus`] of every target |
+//! | `GET /api/audit?limit=N` | — | — | the last N audit records (default 100) |
+//!
+//! A deploy's token is checked (all but the replay check) before its body is
+//! read, and a body larger than `models.max_bundle_mb` is refused from its
+//! `Content-Length` (413) before it is received, so an unauthenticated
+//! caller cannot make the node take in a bundle.
+//!
+//! A refusal is `{"outcome": "refused", "code": "<stable code>", "reason":
+//! "<what was wrong and what to do>"}` with status 401 (no token), 403
+//! (token, signer or scope refused), 404 (no such target), 409 (not newer),
+//! 413 (bundle too large), 422 (bundle or model refused) or 503.
+
+use super::audit::AuditRecord;
+use super::bundle::BundleError;
+use super::checks::Refusal;
+use super::manager::{BundlePayload, DeployReport, ModelService, TargetStatus};
+use super::token::TokenUse;
+use crate::clock::Clock;
+use crate::commands::{CommandError, CommandGate, Origin};
+use crate::control::ControlEvent;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use triad_schemas::{CommandAction, ControlCommand, Envelope};
+
+/// What the handlers use.
+#[derive(Clone)]
+pub struct ApiState {
+    /// The model service.
+    pub models: ModelService,
+    /// Command gates, one per axis.
+    pub gates: Vec<Arc<CommandGate>>,
+    /// The node's clock.
+    pub clock: Arc<dyn Clock>,
+    /// Node id (for command envelopes).
+    pub node: String,
+}
+
+/// The API's routes (serve with connect info, see `dashboard::serve_router`).
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/api/models", get(models))
+        .route("/api/audit", get(audit))
+        .route("/api/models/{target}/deploy", post(deploy))
+        .route("/api/models/{target}/rollback", post(rollback))
+        .route("/api/axes/{axis}/commands", post(command))
+        .layer(DefaultBodyLimit::disable())
+        .with_state(state)
+}
+
+fn refused(status: StatusCode, code: &str, reason: &str) -> Response {
+    (
+        status,
+        Json(serde_json::json!({"outcome": "refused", "code": code, "reason": reason})),
+    )
+        .into_response()
+}
+
+/// The HTTP status of a refusal.
+pub fn status_of(r: &Refusal) -> StatusCode {
+    match r {
+        Refusal::Token(_) | Refusal::WrongTarget { .. } | Refusal::Replay(_) => StatusCode::FORBIDDEN,
+        Refusal::Unsigned
+        | Refusal::UnknownSigner { .. }
+        | Refusal::SignerRevoked { .. }
+        | Refusal::SignerNotAllowed { .. }
+        | Refusal::BadSignature { .. } => StatusCode::FORBIDDEN,
+        Refusal::UnknownTarget { .. } => StatusCode::NOT_FOUND,
+        Refusal::Downgrade { .. } | Refusal::NothingToRollBack { .. } => StatusCode::CONFLICT,
+        Refusal::Bundle(BundleError::TooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
+        Refusal::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::UNPROCESSABLE_ENTITY,
+    }
+}
+
+fn refusal(r: &Refusal) -> Response {
+    refused(status_of(r), r.code(), &r.to_string())
+}
+
+fn bearer(headers: &HeaderMap) -> Option<String> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_string())
+}
+
+fn no_token(s: &ApiState, action: &str, target: &str, origin: &str, what: &str) -> Response {
+    let reason = format!(
+        "{what} needs a signed token: send `Authorization: Bearer <token>` (made with `triad token issue --use {action}`); nothing anonymous changes this node"
+    );
+    s.models.audit().record(
+        s.clock.now_ns(),
+        AuditRecord {
+            origin: origin.into(),
+            ..AuditRecord::new(action, target, false, "token_missing", reason.clone())
+        },
+    );
+    refused(StatusCode::UNAUTHORIZED, "token_missing", &reason)
+}
+
+async fn models(State(s): State<ApiState>) -> Json<Vec<TargetStatus>> {
+    Json(s.models.status())
+}
+
+#[derive(Deserialize)]
+struct AuditQuery {
+    limit: Option<usize>,
+}
+
+async fn audit(State(s): State<ApiState>, Query(q): Query<AuditQuery>) -> Json<Vec<AuditRecord>> {
+    Json(
+        s.models
+            .audit()
+            .recent(q.limit.unwrap_or(100).min(super::audit::RECENT)),
+    )
+}
+
+async fn deploy(
+    State(s): State<ApiState>,
+    Path(target): Path<String>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let origin = format!("http {peer}");
+    let Some(token) = bearer(&headers) else {
+        return no_token(&s, "deploy", &target, &origin, "a deploy");
+    };
+    // The token is checked before the body is read (and again, with the
+    // replay check, by the service).
+    if let Err(r) = s.models.precheck(&target, &token, TokenUse::Deploy) {
+        s.models.audit_refusal("deploy", &target, &origin, &token, &r);
+        return refusal(&r);
+    }
+    let limit = s.models.limits().max_total_bytes;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let too_large = |detail: String| {
+        let r = Refusal::Bundle(BundleError::TooLarge { limit, detail });
+        s.models.audit().record(
+            s.clock.now_ns(),
+            AuditRecord {
+                origin: origin.clone(),
+                ..AuditRecord::new("deploy", &target, false, r.code(), r.to_string())
+            },
+        );
+        refusal(&r)
+    };
+    if let Some(n) = declared.filter(|n| *n > limit) {
+        return too_large(format!("the request body is {n} bytes"));
+    }
+    let bytes = match axum::body::to_bytes(body, limit as usize).await {
+        Ok(b) => b,
+        Err(_) => return too_large("the request body is larger".into()),
+    };
+    match s
+        .models
+        .deploy(&target, &token, BundlePayload::Archive(bytes.to_vec()), &origin)
+        .await
+    {
+        Ok(rep) => ok(rep),
+        Err(r) => refusal(&r),
+    }
+}
+
+fn ok(rep: DeployReport) -> Response {
+    (StatusCode::OK, Json(rep)).into_response()
+}
+
+async fn rollback(
+    State(s): State<ApiState>,
+    Path(target): Path<String>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    let origin = format!("http {peer}");
+    let Some(token) = bearer(&headers) else {
+        return no_token(&s, "rollback", &target, &origin, "a rollback");
+    };
+    match s.models.rollback(&target, &token, &origin).await {
+        Ok(rep) => ok(rep),
+        Err(r) => refusal(&r),
+    }
+}
+
+/// Body of `POST /api/axes/{axis}/commands`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CommandBody {
+    action: CommandAction,
+    #[serde(default)]
+    value: Option<f64>,
+    #[serde(default)]
+    reason: String,
+    #[serde(default)]
+    command_id: Option<String>,
+    #[serde(default)]
+    issued_by: Option<String>,
+}
+
+async fn command(
+    State(s): State<ApiState>,
+    Path(axis): Path<String>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let origin = format!("http {peer}");
+    let Some(gate) = s.gates.iter().find(|g| g.axis() == axis).cloned() else {
+        return refused(
+            StatusCode::NOT_FOUND,
+            "command_unknown_axis",
+            &format!("this node controls no axis {axis:?}"),
+        );
+    };
+    let b: CommandBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => {
+            return refused(
+                StatusCode::BAD_REQUEST,
+                "command_malformed",
+                &format!(
+                    "body is not a command ({e}); send {{\"action\": \"SetRate\", \"value\": 10, \"reason\": \"…\"}}"
+                ),
+            );
+        }
+    };
+    let now = s.clock.now_ns();
+    let st = s.clock.status();
+    let cmd = ControlCommand {
+        envelope: Envelope {
+            schema_version: triad_schemas::codec::SCHEMA_VERSION,
+            node: s.node.clone(),
+            sequence: 0,
+            stamp_ns: now,
+            clock: st.state,
+            clock_offset_ns: st.offset_ns,
+        },
+        command_id: b.command_id.unwrap_or_else(|| format!("HTTP-{now}")),
+        axis,
+        action: b.action,
+        value: b.value,
+        reason: b.reason,
+        issued_by: b.issued_by.unwrap_or(origin),
+        token: bearer(&headers),
+    };
+    match gate.submit(&cmd, Origin::External).await {
+        Ok((
+            stamp,
+            ControlEvent::Applied {
+                from_ppm, to_ppm, mode, ..
+            },
+        )) => Json(serde_json::json!({
+            "outcome": "applied", "command_id": cmd.command_id, "applied_ns": stamp,
+            "from_ppm": from_ppm, "to_ppm": to_ppm, "mode": format!("{mode:?}"),
+        }))
+        .into_response(),
+        Ok((stamp, _)) => {
+            Json(serde_json::json!({"outcome": "applied", "command_id": cmd.command_id, "applied_ns": stamp}))
+                .into_response()
+        }
+        Err(e) => {
+            let status = match &e {
+                CommandError::Unauthorised {
+                    code: "command_unsigned",
+                    ..
+                } => StatusCode::UNAUTHORIZED,
+                CommandError::Unauthorised { .. } => StatusCode::FORBIDDEN,
+                CommandError::UnknownAxis { .. } => StatusCode::NOT_FOUND,
+                CommandError::OutOfRange { .. } | CommandError::Rejected { .. } => StatusCode::CONFLICT,
+                CommandError::QueueFull { .. } | CommandError::Timeout { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            refused(status, e.code(), &e.to_string())
+        }
+    }
+}

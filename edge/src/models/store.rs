@@ -1,0 +1,166 @@
+//! Deployed bundles on disk, so that a restart runs what was deployed.
+//!
+//! ```text
+//! <state_dir>/models/<target>/state.json          which bundle is current, which previous
+//! <state_dir>/models/<target>/bundles/<digest16>/ the bundle's files as accepted
+//! ```
+//!
+//! `state.json` is replaced atomically (write, fsync, rename). At start the
+//! node re-checks each stored bundle's signature and digests against the
+//! keyring of the day (a signer revoked since is refused) before loading it;
+//! bundles no longer referenced are removed.
+
+use super::bundle::{Bundle, BundleError, BundleLimits};
+use super::slot::ModelInfo;
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// One stored model.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StoredModel {
+    /// Folder under `bundles/`.
+    pub dir: String,
+    /// What it is.
+    pub info: ModelInfoRecord,
+}
+
+/// [`ModelInfo`] as stored.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ModelInfoRecord {
+    /// Name.
+    pub name: String,
+    /// Version.
+    pub version: String,
+    /// Digest.
+    pub digest: Option<String>,
+    /// Signer.
+    pub signer: Option<String>,
+    /// Token issuer.
+    pub deployed_by: Option<String>,
+    /// When, ns.
+    pub deployed_ns: Option<i64>,
+}
+
+impl From<&ModelInfo> for ModelInfoRecord {
+    fn from(i: &ModelInfo) -> Self {
+        Self {
+            name: i.name.clone(),
+            version: i.version.clone(),
+            digest: i.digest.clone(),
+            signer: i.signer.clone(),
+            deployed_by: i.deployed_by.clone(),
+            deployed_ns: i.deployed_ns,
+        }
+    }
+}
+
+/// A model of a target: the configured one, or a deployed bundle.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoredRef {
+    /// The model of the configuration (built-in or `model_dir`).
+    #[default]
+    Initial,
+    /// A deployed bundle.
+    Bundle(StoredModel),
+}
+
+impl StoredRef {
+    fn dir(&self) -> Option<&str> {
+        match self {
+            StoredRef::Initial => None,
+            StoredRef::Bundle(s) => Some(&s.dir),
+        }
+    }
+}
+
+/// `state.json`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetRecord {
+    /// The model to run.
+    pub current: StoredRef,
+    /// The model to roll back to.
+    pub previous: Option<StoredRef>,
+}
+
+/// The store of one target.
+#[derive(Clone, Debug)]
+pub struct TargetStore {
+    root: PathBuf,
+}
+
+impl TargetStore {
+    /// The store of `target` under `state_dir`.
+    pub fn new(state_dir: &Path, target: &str) -> Self {
+        Self {
+            root: state_dir.join("models").join(target),
+        }
+    }
+
+    /// Read `state.json` (absent: the configured model runs).
+    pub fn load(&self) -> Result<TargetRecord, String> {
+        let path = self.root.join("state.json");
+        match std::fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| format!("{}: {e}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(TargetRecord::default()),
+            Err(e) => Err(format!("{}: {e}", path.display())),
+        }
+    }
+
+    /// Replace `state.json` atomically and remove bundles it no longer names.
+    pub fn save(&self, rec: &TargetRecord) -> Result<(), String> {
+        let err = |p: &Path, e: std::io::Error| format!("{}: {e}", p.display());
+        std::fs::create_dir_all(&self.root).map_err(|e| err(&self.root, e))?;
+        let tmp = self.root.join("state.json.tmp");
+        let path = self.root.join("state.json");
+        {
+            let mut f = std::fs::File::create(&tmp).map_err(|e| err(&tmp, e))?;
+            f.write_all(&serde_json::to_vec_pretty(rec).expect("record serialises"))
+                .and_then(|_| f.sync_all())
+                .map_err(|e| err(&tmp, e))?;
+        }
+        std::fs::rename(&tmp, &path).map_err(|e| err(&path, e))?;
+        if let Ok(d) = std::fs::File::open(&self.root) {
+            let _ = d.sync_all();
+        }
+        let keep: Vec<&str> = [Some(&rec.current), rec.previous.as_ref()]
+            .into_iter()
+            .flatten()
+            .filter_map(StoredRef::dir)
+            .collect();
+        if let Ok(entries) = std::fs::read_dir(self.root.join("bundles")) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if !keep.contains(&name.as_str()) {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Store a bundle's files under `bundles/<dir>` (written to a temporary
+    /// folder, then renamed). Returns `<dir>`.
+    pub fn put_bundle(&self, digest: &str, bundle: &Bundle) -> Result<String, BundleError> {
+        let name: String = digest.trim_start_matches("sha256:").chars().take(16).collect();
+        let dir = self.root.join("bundles").join(&name);
+        if dir.join("manifest.json").exists() {
+            return Ok(name);
+        }
+        let tmp = self.root.join("bundles").join(format!(".{name}.tmp"));
+        let _ = std::fs::remove_dir_all(&tmp);
+        bundle.write_dir(&tmp)?;
+        std::fs::rename(&tmp, &dir).map_err(|e| BundleError::Io {
+            path: dir.display().to_string(),
+            detail: e.to_string(),
+        })?;
+        Ok(name)
+    }
+
+    /// Read a stored bundle.
+    pub fn get_bundle(&self, dir: &str, limits: BundleLimits) -> Result<Bundle, BundleError> {
+        Bundle::from_dir(&self.root.join("bundles").join(dir), limits)
+    }
+}

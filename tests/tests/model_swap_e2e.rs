@@ -1,0 +1,592 @@
+//! Signed model hot-swap through the real `triad` binary, as the people who
+//! ship and deploy models use it: `triad keys gen`, `bundle build`, `bundle
+//! sign`, `bundle verify`, `token issue`, `deploy` and `rollback` against a
+//! running node (`triad run --sim`) over its HTTP API. Also: replay across a
+//! node restart, the NaN fuse on the running line, anonymous requests, and
+//! tokens made and checked by Python's PyJWT.
+
+mod model_swap_util;
+
+use model_swap_util::py;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+use triad_tests::{TempDir, free_port, node_lock, triad, triad_bin, workspace_root};
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn ok(args: &[&str]) -> String {
+    let o = triad(args, &[]);
+    assert!(o.status.success(), "triad {args:?} failed:\n{}", text(&o));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Keys, config and bundles of one scenario.
+struct Setup {
+    dir: TempDir,
+}
+
+impl Setup {
+    fn new(name: &str) -> Self {
+        let dir = TempDir::new(name);
+        let keys = dir.path().join("keys");
+        for (name, uses) in [
+            ("release-2025", "bundle"),
+            ("release-2024", "bundle"),
+            ("ops", "deploy,command"),
+        ] {
+            let out = ok(&["keys", "gen", "--name", name, "--uses", uses, "--out", s(&keys)]);
+            assert!(out.contains("[[security.keys]]"), "{out}");
+        }
+        // The private key file is not readable by others.
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(keys.join("ops.key")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "private key mode {mode:o}");
+        let base = include_str!("../../edge/src/config/default.toml")
+            .replace("clock_skew_s = 60", "clock_skew_s = 5")
+            .replace("probation_s = 60", "probation_s = 2")
+            .replace("probation_min_frames = 50", "probation_min_frames = 3")
+            .replace("max_bundle_mb = 64", "max_bundle_mb = 1");
+        let mut cfg = base;
+        for (name, uses, revoked) in [
+            ("release-2025", "\"bundle\"", false),
+            ("release-2024", "\"bundle\"", true),
+            ("ops", "\"deploy\", \"command\"", false),
+        ] {
+            cfg.push_str(&format!(
+                "\n[[security.keys]]\nname = \"{name}\"\npublic_key_file = \"{}\"\nuses = [{uses}]\nrevoked = {revoked}\n",
+                s(&keys.join(format!("{name}.pub")))
+            ));
+        }
+        std::fs::write(dir.path().join("node.toml"), cfg).unwrap();
+        let out = ok(&["check-config", s(&dir.path().join("node.toml"))]);
+        assert!(out.contains(": ok"), "{out}");
+        Self { dir }
+    }
+
+    fn p(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn key(&self, name: &str) -> PathBuf {
+        self.p(&format!("keys/{name}.key"))
+    }
+
+    /// `triad bundle build` + `sign` of the weld model (or another ONNX file).
+    fn bundle(&self, name: &str, version: &str, onnx: Option<&Path>, extra: &[&str], signer: &str) -> PathBuf {
+        let out = self.p(name);
+        let weld = workspace_root().join("inspect/models/weld_seam");
+        let mut args: Vec<String> = vec!["bundle".into(), "build".into()];
+        match onnx {
+            None => args.extend(["--from".into(), s(&weld).into()]),
+            Some(m) => args.extend([
+                "--model".into(),
+                s(m).into(),
+                "--manifest".into(),
+                s(&weld.join("manifest.json")).into(),
+            ]),
+        }
+        args.extend(
+            ["--target", "cell_2245", "--version", version, "--out", s(&out)]
+                .iter()
+                .map(|x| x.to_string()),
+        );
+        args.extend(extra.iter().map(|x| x.to_string()));
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let built = ok(&refs);
+        assert!(built.contains(&format!("weld_seam {version} for cell_2245")), "{built}");
+        let signed = ok(&["bundle", "sign", s(&out), "--key", s(&self.key(signer))]);
+        assert!(signed.contains(&format!("with key \"{signer}\"")), "{signed}");
+        out
+    }
+
+    fn token(&self, args: &[&str]) -> PathBuf {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = self.p(&format!("token-{n}.jwt"));
+        let key = self.key("ops");
+        let mut a = vec![
+            "token",
+            "issue",
+            "--key",
+            s(&key),
+            "--issuer",
+            "alice@plant",
+            "--device",
+            "edge-01",
+            "--out",
+            s(&path),
+        ];
+        a.extend_from_slice(args);
+        let o = triad(&a, &[]);
+        assert!(o.status.success(), "{}", text(&o));
+        path
+    }
+}
+
+struct Node {
+    child: Child,
+    url: String,
+}
+
+impl Node {
+    async fn start(setup: &Setup) -> Self {
+        let port = free_port();
+        let child = Command::new(triad_bin())
+            .args([
+                "run",
+                "--sim",
+                "--scenario",
+                "nominal",
+                "--config",
+                s(&setup.p("node.toml")),
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--state-dir",
+                s(&setup.p("state")),
+            ])
+            .current_dir(workspace_root())
+            .env("TRIAD_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let url = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if reqwest::get(format!("{url}/api/models"))
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
+                break;
+            }
+            assert!(Instant::now() < deadline, "node did not come up");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Self { child, url }
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        reqwest::get(format!("{}{path}", self.url))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    async fn running(&self) -> (String, Value) {
+        let m = self.get("/api/models").await;
+        (m[0]["current"]["version"].as_str().unwrap().to_string(), m[0].clone())
+    }
+
+    async fn audit(&self) -> Vec<Value> {
+        self.get("/api/audit?limit=500").await.as_array().unwrap().clone()
+    }
+
+    fn stop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-INT")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn deploy(node: &Node, bundle: &Path, token: &Path) -> Output {
+    triad(
+        &[
+            "deploy",
+            "--node",
+            &node.url,
+            "--bundle",
+            s(bundle),
+            "--token-file",
+            s(token),
+        ],
+        &[],
+    )
+}
+
+#[tokio::test]
+async fn ship_deploy_restart_replay_rollback_and_the_nan_fuse_through_the_binary() {
+    let _g = node_lock().await;
+    let setup = Setup::new("e2e-swap");
+    let b11 = setup.bundle("weld-1.1.0", "1.1.0", None, &[], "release-2025");
+    // Offline verification against the node's configuration.
+    let v = ok(&["bundle", "verify", s(&b11), "--config", s(&setup.p("node.toml"))]);
+    assert!(
+        v.contains("ok: weld_seam 1.1.0") && v.contains("4 golden case(s) pass"),
+        "{v}"
+    );
+    // A bundle signed by the revoked key fails verification offline too.
+    let old = setup.bundle("weld-old", "1.1.0", None, &[], "release-2024");
+    let o = triad(
+        &["bundle", "verify", s(&old), "--config", s(&setup.p("node.toml"))],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(text(&o).contains("bundle_signer_revoked"), "{}", text(&o));
+
+    let mut node = Node::start(&setup).await;
+    assert_eq!(node.running().await.0, "1.0.0");
+
+    // Nothing anonymous: a deploy without a token.
+    let archive = setup.p("weld-1.1.0.tar.gz");
+    ok(&["bundle", "pack", s(&b11), "--out", s(&archive)]);
+    let r = reqwest::Client::new()
+        .post(format!("{}/api/models/cell_2245/deploy", node.url))
+        .body(std::fs::read(&archive).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["code"], "token_missing", "{body}");
+    // An oversized bundle (incompressible, over the node's 1 MiB) is refused
+    // from its Content-Length before it is received; `triad deploy` finds the
+    // reason in the audit log when the node closes the connection early.
+    let big = setup.p("weld-big");
+    std::fs::create_dir_all(&big).unwrap();
+    for f in std::fs::read_dir(&b11).unwrap() {
+        let f = f.unwrap();
+        if f.file_type().unwrap().is_file() {
+            std::fs::copy(f.path(), big.join(f.file_name())).unwrap();
+        }
+    }
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let noise: Vec<u8> = (0..2 * 1024 * 1024)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(big.join("padding.bin"), noise).unwrap();
+    let tok_big = setup.token(&["--use", "deploy", "--bundle", s(&b11)]);
+    let o = deploy(&node, &big, &tok_big);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(
+        text(&o).contains("bundle_too_large") && text(&o).contains("max_bundle_mb"),
+        "{}",
+        text(&o)
+    );
+    // A forged token is refused before the body is read.
+    let r = reqwest::Client::new()
+        .post(format!("{}/api/models/cell_2245/deploy", node.url))
+        .bearer_auth("eyJhbGciOiJub25lIn0.e30.")
+        .body(std::fs::read(&archive).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["code"], "token_algorithm", "{body}");
+    assert_eq!(node.running().await.0, "1.0.0");
+
+    // The main path: token for this bundle, deploy from the packed archive.
+    let tok = setup.token(&["--use", "deploy", "--bundle", s(&b11), "--ttl", "10m"]);
+    let o = deploy(&node, &archive, &tok);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("weld_seam 1.1.0 runs on cell_2245 (was 1.0.0)"),
+        "{}",
+        text(&o)
+    );
+    let (v, st) = node.running().await;
+    assert_eq!(v, "1.1.0", "{st}");
+    assert_eq!(st["previous"]["version"], "1.0.0");
+    let state = node.get("/api/state").await;
+    assert!(
+        state["inspection"]["model"]
+            .as_str()
+            .unwrap()
+            .starts_with("weld_seam 1.1.0"),
+        "{}",
+        state["inspection"]["model"]
+    );
+    // The same token again.
+    let o = deploy(&node, &b11, &tok);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(text(&o).contains("token_replayed"), "{}", text(&o));
+
+    // Restart: the deployed model comes back, the token stays used.
+    node.stop();
+    let node2 = Node::start(&setup).await;
+    node = node2;
+    assert_eq!(node.running().await.0, "1.1.0");
+    let o = deploy(&node, &b11, &tok);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(
+        text(&o).contains("token_replayed") && text(&o).contains("already used"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(node.running().await.0, "1.1.0");
+
+    // Rollback needs a rollback token.
+    let dtok = setup.token(&["--use", "deploy", "--bundle", s(&b11)]);
+    let o = triad(
+        &[
+            "rollback",
+            "--node",
+            &node.url,
+            "--target",
+            "cell_2245",
+            "--token-file",
+            s(&dtok),
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(text(&o).contains("token_wrong_use"), "{}", text(&o));
+    let rtok = setup.token(&["--use", "rollback", "--target", "cell_2245"]);
+    let o = triad(
+        &[
+            "rollback",
+            "--node",
+            &node.url,
+            "--target",
+            "cell_2245",
+            "--token-file",
+            s(&rtok),
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(node.running().await.0, "1.0.0");
+
+    // A model that outputs NaN on real frames (its golden input is black).
+    let nan_onnx = setup.p("nan.onnx");
+    py(
+        "make_models.py",
+        &[
+            "nan",
+            s(&workspace_root().join("inspect/models/weld_seam/model.onnx")),
+            s(&nan_onnx),
+        ],
+    );
+    let black = setup.p("black.f32");
+    std::fs::write(
+        &black,
+        (0..4096).flat_map(|_| (-2.0f32).to_le_bytes()).collect::<Vec<u8>>(),
+    )
+    .unwrap();
+    let bnan = setup.bundle(
+        "weld-nan",
+        "1.2.0",
+        Some(&nan_onnx),
+        &["--golden-input", s(&black)],
+        "release-2025",
+    );
+    let o = deploy(&node, &bnan, &setup.token(&["--use", "deploy", "--bundle", s(&bnan)]));
+    assert!(o.status.success(), "{}", text(&o));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let auto = loop {
+        if let Some(a) = node.audit().await.into_iter().find(|a| a["action"] == "auto_rollback") {
+            break a;
+        }
+        assert!(Instant::now() < deadline, "the fuse did not roll the NaN model back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(auto["code"], "fuse_non_finite", "{auto}");
+    assert_eq!(
+        (auto["from_version"].as_str(), auto["to_version"].as_str()),
+        (Some("1.2.0"), Some("1.0.0"))
+    );
+    assert_eq!(node.running().await.0, "1.0.0");
+    let state = node.get("/api/state").await;
+    assert_eq!(
+        state["inspection"]["errors"], 0,
+        "a frame was lost: {}",
+        state["inspection"]
+    );
+
+    // Every decision is in the audit file, and no token is.
+    node.stop();
+    let audit = std::fs::read_to_string(setup.p("state/audit.jsonl")).unwrap();
+    for needle in [
+        "\"code\":\"token_missing\"",
+        "\"action\":\"deploy\",\"outcome\":\"accepted\"",
+        "\"code\":\"token_replayed\"",
+        "\"action\":\"load_at_start\",\"outcome\":\"accepted\"",
+        "\"action\":\"rollback\",\"outcome\":\"accepted\"",
+        "\"code\":\"fuse_non_finite\"",
+    ] {
+        assert!(audit.contains(needle), "{needle} not in the audit log:\n{audit}");
+    }
+    assert!(!audit.contains("eyJ"), "a token leaked into the audit log");
+}
+
+#[tokio::test]
+async fn pyjwt_tokens_are_accepted_where_valid_and_the_nodes_tokens_verify_in_pyjwt() {
+    let _g = node_lock().await;
+    let setup = Setup::new("e2e-pyjwt");
+    let b11 = setup.bundle("weld-1.1.0", "1.1.0", None, &[], "release-2025");
+    let bv = setup.bundle("weld-1.2.0", "1.2.0", None, &[], "release-2025");
+    let digest = |b: &Path| {
+        let v = ok(&[
+            "bundle",
+            "verify",
+            s(b),
+            "--config",
+            s(&setup.p("node.toml")),
+            "--skip-golden",
+        ]);
+        v.rsplit("digest ").next().unwrap().trim().to_string()
+    };
+    let node = Node::start(&setup).await;
+    let claims = |b: &Path, version: &str, jti: &str| {
+        serde_json::json!({
+            "iss": "bob@plant (PyJWT)", "sub": "cell_2245", "aud": "edge-01",
+            "nbf": "-10", "exp": "+600", "iat": "-10", "jti": jti, "use": "deploy",
+            "bundle_digest": digest(b), "bundle_version": version,
+        })
+        .to_string()
+    };
+    let key = setup.key("ops");
+    let write = |name: &str, t: String| {
+        let p = setup.p(name);
+        std::fs::write(&p, t.trim()).unwrap();
+        p
+    };
+    // alg none and HS256 made by PyJWT are refused.
+    let none = write(
+        "none.jwt",
+        py(
+            "jwt_interop.py",
+            &["issue", s(&key), &claims(&b11, "1.1.0", "py-0"), "--alg", "none"],
+        ),
+    );
+    let o = deploy(&node, &b11, &none);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(
+        text(&o).contains("token_algorithm") && text(&o).contains("\"none\""),
+        "{}",
+        text(&o)
+    );
+    let hs = write(
+        "hs.jwt",
+        py(
+            "jwt_interop.py",
+            &[
+                "issue",
+                s(&setup.p("keys/ops.pub")),
+                &claims(&b11, "1.1.0", "py-1"),
+                "--alg",
+                "HS256",
+                "--kid",
+                "ops",
+            ],
+        ),
+    );
+    let o = deploy(&node, &b11, &hs);
+    assert!(
+        text(&o).contains("token_algorithm") && text(&o).contains("HS256"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(node.running().await.0, "1.0.0");
+    // A valid PyJWT EdDSA token with a kid, then one without a kid.
+    let t1 = write(
+        "py1.jwt",
+        py(
+            "jwt_interop.py",
+            &["issue", s(&key), &claims(&b11, "1.1.0", "py-2"), "--kid", "ops"],
+        ),
+    );
+    let o = deploy(&node, &b11, &t1);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(node.running().await.0, "1.1.0");
+    let t2 = write(
+        "py2.jwt",
+        py("jwt_interop.py", &["issue", s(&key), &claims(&bv, "1.2.0", "py-3")]),
+    );
+    let o = deploy(&node, &bv, &t2);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(node.running().await.0, "1.2.0");
+    let audit = node.audit().await;
+    assert!(
+        audit
+            .iter()
+            .any(|a| a["action"] == "deploy" && a["outcome"] == "accepted" && a["actor"] == "bob@plant (PyJWT)"),
+        "{audit:?}"
+    );
+    // A PyJWT token for another device is refused with its reason.
+    let other = claims(&bv, "1.2.0", "py-4").replace("\"aud\":\"edge-01\"", "\"aud\":\"edge-99\"");
+    let t3 = write(
+        "py3.jwt",
+        py("jwt_interop.py", &["issue", s(&key), &other, "--kid", "ops"]),
+    );
+    let o = deploy(&node, &bv, &t3);
+    assert!(text(&o).contains("token_audience"), "{}", text(&o));
+
+    // The node's tokens verify in PyJWT (deploy and command tokens).
+    for args in [
+        vec!["--use", "deploy", "--bundle", s(&bv)],
+        vec![
+            "--use",
+            "command",
+            "--axis",
+            "axis_07",
+            "--actions",
+            "SetRate,Derate",
+            "--min-ppm",
+            "5",
+            "--max-ppm",
+            "12",
+        ],
+    ] {
+        let tok = std::fs::read_to_string(setup.token(&args)).unwrap();
+        let out = py(
+            "jwt_interop.py",
+            &["verify", s(&setup.p("keys/ops.pub")), tok.trim(), "edge-01"],
+        );
+        let v: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["header"]["alg"], "EdDSA");
+        assert_eq!(v["header"]["kid"], "ops");
+        assert_eq!(v["claims"]["iss"], "alice@plant");
+        assert_eq!(v["claims"]["aud"], "edge-01");
+        assert!(v["claims"]["jti"].as_str().unwrap().len() >= 16);
+        assert!(v["claims"]["exp"].as_i64().unwrap() > v["claims"]["nbf"].as_i64().unwrap());
+    }
+    // PyJWT refuses the node's token for another audience too.
+    let tok = std::fs::read_to_string(setup.token(&["--use", "rollback", "--target", "cell_2245"])).unwrap();
+    let o = Command::new(triad_tests::python())
+        .arg(workspace_root().join("tests/python/jwt_interop.py"))
+        .args(["verify", s(&setup.p("keys/ops.pub")), tok.trim(), "edge-02"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("InvalidAudience"),
+        "{}",
+        text(&o)
+    );
+}
