@@ -14,24 +14,11 @@ use triad_edge::control::{AxisLimits, AxisProgram, ControlRunner, ControlStats, 
 use triad_hw::LineInputs;
 use triad_hw::sim::{SimCamera, SimCameraConfig};
 use triad_hw::{Camera, CaptureTrigger};
-use triad_inspect::{GrayImage, Inspector, InspectorConfig, Roi, builtin};
+use triad_inspect::GrayImage;
 
 fn load(stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
     std::thread::spawn(move || {
-        let model = Arc::new(builtin::weld_seam().unwrap());
-        let mut insp = Inspector::new(
-            InspectorConfig {
-                roi: Roi {
-                    x: 16,
-                    y: 8,
-                    w: 64,
-                    h: 64,
-                },
-                threshold: 0.5,
-            },
-            &model,
-        )
-        .unwrap();
+        let mut insp = triad_tests::weld_inspector();
         let mut cam = SimCamera::new(SimCameraConfig::default());
         let mut n = 0u64;
         while !stop.load(Ordering::Relaxed) {

@@ -4,11 +4,10 @@
 //! Run: `cargo bench -p triad-tests --bench inspection` (needs `.venv`, made by
 //! scripts/test-all.sh). Prints a Markdown table for docs/benchmarks.md.
 
-use std::sync::Arc;
 use std::time::Instant;
 use triad_hw::sim::{SimCamera, SimCameraConfig};
 use triad_hw::{Camera, CaptureTrigger};
-use triad_inspect::{GrayImage, Inspector, InspectorConfig, Roi, builtin};
+use triad_inspect::GrayImage;
 use triad_tests::{TempDir, python, workspace_root};
 
 fn pct(v: &mut [f64], p: f64) -> f64 {
@@ -21,20 +20,7 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(2000);
-    let model = Arc::new(builtin::weld_seam().expect("model"));
-    let mut insp = Inspector::new(
-        InspectorConfig {
-            roi: Roi {
-                x: 16,
-                y: 8,
-                w: 64,
-                h: 64,
-            },
-            threshold: 0.5,
-        },
-        &model,
-    )
-    .unwrap();
+    let mut insp = triad_tests::weld_inspector();
     let mut cam = SimCamera::new(SimCameraConfig {
         seed: 99,
         ..SimCameraConfig::default()
@@ -86,7 +72,7 @@ fn main() {
     }
     let wall = t_all.elapsed().as_secs_f64();
     // tract alone on the 200 saved inputs, 10 runs each (same protocol as the ORT script).
-    let model2 = model.clone();
+    let model2 = insp.model().clone();
     let mut session = model2.session().unwrap();
     let mut out = Vec::new();
     let mut tract_us = Vec::new();

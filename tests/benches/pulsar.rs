@@ -8,12 +8,11 @@
 use std::sync::Arc;
 use std::time::Instant;
 use triad_edge::bus::pulsar::PulsarBus;
+use triad_edge::bus::tools::synthetic_result;
 use triad_edge::bus::{Bus, RawMessage};
 use triad_edge::config::PulsarConfig;
 use triad_schemas::ids::{AxisId, CellId};
-use triad_schemas::{
-    ClockState, CommandAction, ControlCommand, DefectBox, Envelope, InspectionResult, Topic, Verdict, codec,
-};
+use triad_schemas::{ClockState, CommandAction, ControlCommand, Envelope, Topic, codec};
 use triad_tests::{pulsar_env, python, unique, workspace_root};
 
 fn env(seq: i64) -> Envelope {
@@ -98,32 +97,7 @@ fn main() {
         bus.ensure_producer(&topic).await.unwrap();
         let msgs: Vec<RawMessage> = (1..=n_thr as i64)
             .map(|i| {
-                let fail = i % 17 == 0;
-                let r = InspectionResult {
-                    envelope: env(i),
-                    cell: "bench_cell".into(),
-                    part_id: format!("M{:06}", 1 + i / 24),
-                    weld_index: (i % 24) as i32,
-                    batch_id: format!("B{:06}", 1 + i / 24),
-                    frame_stamp_ns: triad_tests::now_ns(),
-                    roi_hash: format!("{i:032x}"),
-                    verdict: if fail { Verdict::Fail } else { Verdict::Pass },
-                    defects: if fail {
-                        vec![DefectBox {
-                            class: "porosity".into(),
-                            score: 0.9,
-                            x: 24,
-                            y: 16,
-                            w: 8,
-                            h: 8,
-                        }]
-                    } else {
-                        vec![]
-                    },
-                    model_name: "weld_seam".into(),
-                    model_version: "1.0.0".into(),
-                    latency_us: 800,
-                };
+                let r = synthetic_result(env(i), "bench_cell", i as u64, triad_tests::now_ns());
                 RawMessage {
                     topic: topic.clone(),
                     key: "bench_cell".into(),

@@ -305,3 +305,18 @@ pub fn pulsar_read(
         .map(|l| serde_json::from_str(l).expect("JSON line"))
         .collect()
 }
+
+/// An inspector of the built-in weld model over the simulated camera's ROI
+/// (the node's default cell), for tests and benchmarks.
+pub fn weld_inspector() -> triad_inspect::Inspector {
+    use triad_hw::sim::camera::{ROI_H, ROI_W, ROI_X, ROI_Y};
+    let model = Arc::new(triad_inspect::builtin::weld_seam().expect("the built-in model loads"));
+    let roi = triad_inspect::Roi {
+        x: ROI_X,
+        y: ROI_Y,
+        w: ROI_W,
+        h: ROI_H,
+    };
+    triad_inspect::Inspector::new(triad_inspect::InspectorConfig { roi, threshold: 0.5 }, &model)
+        .expect("the ROI fits the model")
+}

@@ -1,28 +1,14 @@
 //! The inspection model: tract against onnxruntime on the same inputs, and
 //! its accuracy on held-out images of the simulated camera.
 
-use std::sync::Arc;
 use triad_hw::sim::{SimCamera, SimCameraConfig};
 use triad_hw::{Camera, CaptureTrigger, Frame};
-use triad_inspect::{GrayImage, Inspector, InspectorConfig, Roi, builtin};
+use triad_inspect::{GrayImage, Inspector};
 use triad_schemas::Verdict;
 use triad_tests::{TempDir, python, workspace_root};
 
 fn inspector() -> Inspector {
-    let model = Arc::new(builtin::weld_seam().expect("built-in model loads"));
-    Inspector::new(
-        InspectorConfig {
-            roi: Roi {
-                x: 16,
-                y: 8,
-                w: 64,
-                h: 64,
-            },
-            threshold: 0.5,
-        },
-        &model,
-    )
-    .unwrap()
+    triad_tests::weld_inspector()
 }
 
 fn trigger(module: u64, weld: u32, temp: f64) -> CaptureTrigger {

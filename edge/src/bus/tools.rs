@@ -14,7 +14,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use triad_schemas::ids::{CellId, NodeId};
-use triad_schemas::{DefectBox, InspectionResult, Topic, Verdict, codec};
+use triad_schemas::{DefectBox, Envelope, InspectionResult, Topic, Verdict, codec};
 
 /// Every topic the configured node produces or consumes.
 pub fn topics_of(cfg: &NodeConfig) -> Vec<Topic> {
@@ -90,11 +90,12 @@ pub async fn schemas_command(
     Ok(refused)
 }
 
-/// A synthetic inspection result with sequence-dependent content.
-fn synthetic(p: &Publisher, cell: &CellId, i: u64, now: i64) -> InspectionResult {
+/// A synthetic inspection result number `i` (every 17th fails), for load
+/// tests and benchmarks.
+pub fn synthetic_result(envelope: Envelope, cell: &str, i: u64, now: i64) -> InspectionResult {
     let fail = i.is_multiple_of(17);
     InspectionResult {
-        envelope: p.envelope(now),
+        envelope,
         cell: cell.to_string(),
         part_id: format!("M{:06}", 1 + i / 24),
         weld_index: (i % 24) as i32,
@@ -146,7 +147,8 @@ pub async fn bus_load(pulsar: PulsarConfig, state_dir: &Path, cell: CellId, coun
     println!("{{\"event\":\"start\",\"resume_after\":{start},\"count\":{count}}}");
     let mut last_print = std::time::Instant::now();
     for i in start + 1..=count {
-        let msg = synthetic(&publisher, &cell, i, clock.now_ns());
+        let now = clock.now_ns();
+        let msg = synthetic_result(publisher.envelope(now), cell.as_str(), i, now);
         let stored = publisher.publish_durably(&topic, msg, false).await?;
         anyhow::ensure!(
             stored.envelope.sequence == i as i64,
