@@ -15,6 +15,18 @@
 //! Channel 0 of the output is the "no defect" class; the others are defect
 //! classes, named in `classes`.
 //!
+//! A twin model (`"kind": "twin"`) has no normalisation or classes; its
+//! input is the feature vector [`TWIN_FEATURES`] and its output the
+//! predicted temperature:
+//!
+//! ```json
+//! {
+//!   "name": "weld_thermal", "version": "1.0.0", "kind": "twin",
+//!   "input": { "name": "x", "shape": [1, 5], "features": ["temp_c", "dt_s", "feed_ppm", "weld_current_a", "ambient_c"] },
+//!   "output": { "name": "y", "shape": [1, 1] }
+//! }
+//! ```
+//!
 //! A **signed model bundle** (see the node's `models` module and
 //! docs/security.md) uses the same file with three more keys, all optional
 //! so that a plain model directory stays valid:
@@ -51,12 +63,21 @@ pub enum ModelKind {
 pub struct InputSpec {
     /// Tensor name in the ONNX graph.
     pub name: String,
-    /// Fixed shape, NCHW.
+    /// Fixed shape: NCHW for inspection, `[1, 5]` for a twin.
     pub shape: Vec<usize>,
-    /// Normalisation: `x = (pixel / 255 − mean) / std`.
+    /// Inspection: normalisation `x = (pixel / 255 − mean) / std`.
+    #[serde(default)]
     pub mean: f32,
     /// See `mean`.
+    #[serde(default = "one")]
     pub std: f32,
+    /// Twin: the names of the input features, in order (see [`TWIN_FEATURES`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub features: Vec<String>,
+}
+
+fn one() -> f32 {
+    1.0
 }
 
 /// The model's output tensor.
@@ -65,11 +86,17 @@ pub struct InputSpec {
 pub struct OutputSpec {
     /// Tensor name in the ONNX graph.
     pub name: String,
-    /// Fixed shape, `[1, classes, rows, cols]`.
+    /// Fixed shape: `[1, classes, rows, cols]` for inspection, `[1, 1]` for a twin.
     pub shape: Vec<usize>,
-    /// Class names by channel; channel 0 is "no defect".
+    /// Inspection: class names by channel; channel 0 is "no defect".
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub classes: Vec<String>,
 }
+
+/// The input features of a twin model, in order: the temperature now, the
+/// step, and the process inputs held over it. Its one output is the
+/// predicted temperature `dt_s` later, °C.
+pub const TWIN_FEATURES: [&str; 5] = ["temp_c", "dt_s", "feed_ppm", "weld_current_a", "ambient_c"];
 
 /// `manifest.json`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -121,6 +148,20 @@ pub struct GoldenCase {
 impl ModelManifest {
     /// Check internal consistency; every problem is listed.
     pub fn validate(&self) -> Result<(), Vec<String>> {
+        let mut errs = match self.kind {
+            ModelKind::Inspection => self.inspection_problems(),
+            ModelKind::Twin => self.twin_problems(),
+        };
+        if parse_version(&self.version).is_none() {
+            errs.push(format!(
+                "version = {:?}: use major.minor.patch, e.g. \"1.2.0\"",
+                self.version
+            ));
+        }
+        if errs.is_empty() { Ok(()) } else { Err(errs) }
+    }
+
+    fn inspection_problems(&self) -> Vec<String> {
         let mut errs = Vec::new();
         if self.input.shape.len() != 4 || self.input.shape[0] != 1 || self.input.shape[1] != 1 {
             errs.push(format!(
@@ -146,13 +187,35 @@ impl ModelManifest {
         if self.output.classes.len() < 2 {
             errs.push("output.classes: need the no-defect class and at least one defect class".into());
         }
-        if parse_version(&self.version).is_none() {
+        errs
+    }
+
+    fn twin_problems(&self) -> Vec<String> {
+        let mut errs = Vec::new();
+        if self.input.shape != [1, TWIN_FEATURES.len()] {
             errs.push(format!(
-                "version = {:?}: use major.minor.patch, e.g. \"1.2.0\"",
-                self.version
+                "input.shape = {:?}: a twin model takes [1, {}] ({})",
+                self.input.shape,
+                TWIN_FEATURES.len(),
+                TWIN_FEATURES.join(", ")
             ));
         }
-        if errs.is_empty() { Ok(()) } else { Err(errs) }
+        if self.input.features != TWIN_FEATURES {
+            errs.push(format!(
+                "input.features = {:?}: a twin model takes {:?}, in that order",
+                self.input.features, TWIN_FEATURES
+            ));
+        }
+        if self.output.shape != [1, 1] {
+            errs.push(format!(
+                "output.shape = {:?}: a twin model predicts one temperature, [1, 1]",
+                self.output.shape
+            ));
+        }
+        if !self.output.classes.is_empty() {
+            errs.push("output.classes: a twin model has no classes; remove the key".into());
+        }
+        errs
     }
 }
 
@@ -174,6 +237,28 @@ mod tests {
         assert!(parse_version("1.10.0") > parse_version("1.9.3"));
         assert_eq!(parse_version("1.2"), None);
         assert_eq!(parse_version("a.b.c"), None);
+    }
+
+    #[test]
+    fn twin_manifests_have_their_own_contract() {
+        let twin = r#"{"name": "weld_thermal", "version": "1.0.0", "kind": "twin",
+            "input": {"name": "x", "shape": [1, 5], "features": ["temp_c", "dt_s", "feed_ppm", "weld_current_a", "ambient_c"]},
+            "output": {"name": "y", "shape": [1, 1]}}"#;
+        let m: ModelManifest = serde_json::from_str(twin).unwrap();
+        m.validate().unwrap();
+        let mut bad = m.clone();
+        bad.input.features.swap(0, 1);
+        bad.output.shape = vec![1, 2];
+        let problems = bad.validate().unwrap_err();
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(
+            problems[0].contains("in that order") && problems[1].contains("[1, 1]"),
+            "{problems:?}"
+        );
+        // An inspection manifest must still name its classes.
+        let mut insp: ModelManifest = serde_json::from_str(crate::builtin::WELD_SEAM_MANIFEST).unwrap();
+        insp.output.classes.clear();
+        assert!(insp.validate().is_err());
     }
 
     #[test]

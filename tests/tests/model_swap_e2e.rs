@@ -2,8 +2,9 @@
 //! ship and deploy models use it: `triad keys gen`, `bundle build`, `bundle
 //! sign`, `bundle verify`, `token issue`, `deploy` and `rollback` against a
 //! running node (`triad run --sim`) over its HTTP API. Also: replay across a
-//! node restart, the NaN fuse on the running line, anonymous requests, and
-//! tokens made and checked by Python's PyJWT.
+//! node restart, the NaN fuse on the running line, anonymous requests,
+//! tokens made and checked by Python's PyJWT, and the twin's model shipped,
+//! swapped and rolled back the same way.
 
 mod model_swap_util;
 
@@ -12,7 +13,7 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
-use triad_tests::{TempDir, free_port, node_lock, triad, triad_bin, workspace_root};
+use triad_tests::{TempDir, free_port, node_lock, python, triad, triad_bin, workspace_root};
 
 fn text(o: &Output) -> String {
     format!(
@@ -111,6 +112,28 @@ impl Setup {
         out
     }
 
+    /// `triad bundle build --from DIR` for `target` + `sign`.
+    fn bundle_from(&self, name: &str, from: &Path, target: &str, version: &str, extra: &[&str]) -> PathBuf {
+        let out = self.p(name);
+        let mut args = vec![
+            "bundle",
+            "build",
+            "--from",
+            s(from),
+            "--target",
+            target,
+            "--version",
+            version,
+            "--out",
+            s(&out),
+        ];
+        args.extend_from_slice(extra);
+        let built = ok(&args);
+        assert!(built.contains(&format!(" {version} for {target}")), "{built}");
+        ok(&["bundle", "sign", s(&out), "--key", s(&self.key("release-2025"))]);
+        out
+    }
+
     fn token(&self, args: &[&str]) -> PathBuf {
         static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -186,9 +209,17 @@ impl Node {
             .unwrap()
     }
 
+    /// The inspection cell's model version and status.
     async fn running(&self) -> (String, Value) {
         let m = self.get("/api/models").await;
-        (m[0]["current"]["version"].as_str().unwrap().to_string(), m[0].clone())
+        let cell = m
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["target"] == "cell_2245")
+            .cloned()
+            .unwrap_or_else(|| panic!("no cell target in {m}"));
+        (cell["current"]["version"].as_str().unwrap().to_string(), cell)
     }
 
     async fn audit(&self) -> Vec<Value> {
@@ -588,5 +619,149 @@ async fn pyjwt_tokens_are_accepted_where_valid_and_the_nodes_tokens_verify_in_py
         String::from_utf8_lossy(&o.stderr).contains("InvalidAudience"),
         "{}",
         text(&o)
+    );
+}
+
+/// `twin/training/export_thermal_onnx.py --out DIR ARGS…`: a twin model directory.
+fn export_thermal(out: &Path, args: &[&str]) {
+    let o = Command::new(python())
+        .arg(workspace_root().join("twin/training/export_thermal_onnx.py"))
+        .args(["--out", s(out)])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "export_thermal_onnx.py failed: {}", text(&o));
+}
+
+async fn twin_status(node: &Node) -> Value {
+    let m = node.get("/api/models").await;
+    m.as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["target"] == "battery_pack_89")
+        .cloned()
+        .unwrap_or_else(|| panic!("no twin target in {m}"))
+}
+
+async fn wait_audit(node: &Node, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(a) = node.audit().await.into_iter().find(|a| pred(a)) {
+            return a;
+        }
+        assert!(Instant::now() < deadline, "no audit record: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_twin_model_is_shipped_swapped_fused_and_reloaded_like_an_inspection_model() {
+    let _g = node_lock().await;
+    let setup = Setup::new("e2e-twin");
+    let mut node = Node::start(&setup).await;
+    let t = twin_status(&node).await;
+    assert_eq!(t["kind"], "twin", "{t}");
+    assert_eq!(
+        (t["current"]["name"].as_str(), t["current"]["version"].as_str()),
+        (Some("weld_thermal"), Some("1.0.0")),
+        "{t}"
+    );
+
+    // A re-fitted model (2 % more heat gain), exported by the project's script.
+    let refit = setup.p("thermal-1.1.0");
+    export_thermal(&refit, &["--version", "1.1.0", "--gain-scale", "1.02"]);
+    let b11 = setup.bundle_from("twin-1.1.0", &refit, "battery_pack_89", "1.1.0", &[]);
+    let v = ok(&["bundle", "verify", s(&b11), "--config", s(&setup.p("node.toml"))]);
+    assert!(
+        v.contains("ok: weld_thermal 1.1.0 (Twin) for battery_pack_89") && v.contains("4 golden case(s) pass"),
+        "{v}"
+    );
+    let o = deploy(&node, &b11, &setup.token(&["--use", "deploy", "--bundle", s(&b11)]));
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("weld_thermal 1.1.0 runs on battery_pack_89 (was 1.0.0)")
+            && text(&o).contains("taken by 1/1 worker"),
+        "{}",
+        text(&o)
+    );
+    // The twin thread judged it through probation (2 s, at least 3 samples).
+    let passed = wait_audit(&node, "twin probation passed", |a| {
+        a["action"] == "probation_passed" && a["target"] == "battery_pack_89"
+    })
+    .await;
+    assert_eq!(passed["to_version"], "1.1.0", "{passed}");
+    let state = node.get("/api/state").await;
+    assert_eq!(state["twin"]["model"], "weld_thermal 1.1.0", "{}", state["twin"]);
+    // The inspection cell is untouched.
+    assert_eq!(node.running().await.0, "1.0.0");
+
+    // An inspection model is not a twin model, whatever its manifest's target says.
+    let wrong = setup.bundle_from(
+        "weld-for-twin",
+        &workspace_root().join("inspect/models/weld_seam"),
+        "battery_pack_89",
+        "1.3.0",
+        &[],
+    );
+    let o = deploy(&node, &wrong, &setup.token(&["--use", "deploy", "--bundle", s(&wrong)]));
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(text(&o).contains("bundle_kind"), "{}", text(&o));
+
+    // A model that outputs NaN at a running weld's temperature; its golden
+    // case is a cold start, which it gets right. The fuse rolls it back on
+    // the first sample, and that sample is predicted again by 1.1.0.
+    let broken = setup.p("thermal-nan");
+    export_thermal(&broken, &["--version", "1.2.0", "--nan-above", "100"]);
+    let cold = setup.p("cold.f32");
+    std::fs::write(
+        &cold,
+        [25.0f32, 0.05, 12.0, 5000.0, 25.0]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect::<Vec<u8>>(),
+    )
+    .unwrap();
+    let bnan = setup.bundle_from(
+        "twin-nan",
+        &broken,
+        "battery_pack_89",
+        "1.2.0",
+        &["--golden-input", s(&cold)],
+    );
+    let o = deploy(&node, &bnan, &setup.token(&["--use", "deploy", "--bundle", s(&bnan)]));
+    assert!(o.status.success(), "{}", text(&o));
+    let auto = wait_audit(&node, "twin auto rollback", |a| {
+        a["action"] == "auto_rollback" && a["target"] == "battery_pack_89"
+    })
+    .await;
+    assert_eq!(auto["code"], "fuse_non_finite", "{auto}");
+    assert_eq!(
+        (auto["from_version"].as_str(), auto["to_version"].as_str()),
+        (Some("1.2.0"), Some("1.1.0")),
+        "{auto}"
+    );
+    assert_eq!(twin_status(&node).await["current"]["version"], "1.1.0");
+    let state = node.get("/api/state").await;
+    let predicted = state["twin"]["predicted_c"].as_f64().unwrap();
+    assert!(
+        (150.0..210.0).contains(&predicted),
+        "prediction {predicted} after the rollback"
+    );
+    assert!(
+        state["alerts"].as_array().unwrap().is_empty(),
+        "a swap raised an alert: {}",
+        state["alerts"]
+    );
+
+    // Restart: the deployed twin model is re-verified and comes back.
+    node.stop();
+    node = Node::start(&setup).await;
+    assert_eq!(twin_status(&node).await["current"]["version"], "1.1.0");
+    let audit = node.audit().await;
+    assert!(
+        audit
+            .iter()
+            .any(|a| a["action"] == "load_at_start" && a["target"] == "battery_pack_89" && a["outcome"] == "accepted"),
+        "{audit:?}"
     );
 }

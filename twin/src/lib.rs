@@ -9,6 +9,8 @@
 //!    inputs (feed rate, weld current, ambient), integrating the same
 //!    first-order heat balance the plant obeys. Its parameters are
 //!    [`fit::fit_thermal`]ted on nominal data.
+//!    Any other [`Predictor`] can stand in for it (the node runs a signed,
+//!    hot-swappable ONNX model of the same heat balance).
 //! 2. The residual (measured − predicted) is checked against a band
 //!    ([`Twin`] does it with [`TwinConfig::band_c`]).
 //! 3. [`persistence::PersistenceTimer`] turns "outside the band" into an
@@ -34,7 +36,9 @@ pub mod fit;
 pub mod health;
 pub mod persistence;
 pub mod physics;
+pub mod predictor;
 pub mod stats;
 mod twin;
 
+pub use predictor::Predictor;
 pub use twin::{AlertEvent, Twin, TwinConfig, TwinSample, TwinStep};

@@ -3,6 +3,7 @@
 use crate::health::HealthEstimator;
 use crate::persistence::{PersistenceTimer, TimerAction, TimerState};
 use crate::physics::ThermalModel;
+use crate::predictor::Predictor;
 use triad_schemas::TwinState;
 
 /// Settings of one asset's twin.
@@ -30,7 +31,7 @@ impl Default for TwinConfig {
             persist_ns: 3_000_000_000,
             clear_ns: 1_000_000_000,
             health_tau_s: 5.0,
-            model_version: "physics-1".into(),
+            model_version: "builtin".into(),
         }
     }
 }
@@ -103,20 +104,20 @@ pub struct TwinStep {
     pub excursion: Option<TimerAction>,
 }
 
-/// The twin of one asset.
+/// The twin of one asset, predicting with `P` (the physics model by default).
 #[derive(Clone, Debug)]
-pub struct Twin {
+pub struct Twin<P = ThermalModel> {
     cfg: TwinConfig,
-    model: ThermalModel,
+    model: P,
     timer: PersistenceTimer,
     health: HealthEstimator,
     predicted_c: Option<f64>,
     last: Option<TwinSample>,
 }
 
-impl Twin {
+impl<P: Predictor> Twin<P> {
     /// A twin with no history; the first sample initialises the prediction.
-    pub fn new(cfg: TwinConfig, model: ThermalModel) -> Self {
+    pub fn new(cfg: TwinConfig, model: P) -> Self {
         let timer = PersistenceTimer::new(cfg.persist_ns, cfg.clear_ns);
         let health = HealthEstimator::new(cfg.band_c, cfg.health_tau_s);
         Self {
@@ -135,9 +136,21 @@ impl Twin {
     }
 
     /// Replace the predictor (a model swap); the prediction continues from its current value.
-    pub fn set_model(&mut self, model: ThermalModel, version: String) {
+    pub fn set_model(&mut self, model: P, version: String) {
         self.model = model;
         self.cfg.model_version = version;
+    }
+
+    /// The predictor (a hot-swappable one is polled for new models through this).
+    pub fn predictor_mut(&mut self) -> &mut P {
+        &mut self.model
+    }
+
+    /// Set the version reported in every status (after the predictor swapped its model).
+    pub fn set_model_version(&mut self, version: &str) {
+        if self.cfg.model_version != version {
+            self.cfg.model_version = version.into();
+        }
     }
 
     /// Handle one sample.
@@ -148,9 +161,11 @@ impl Twin {
         let predicted = match (self.predicted_c, self.last.filter(|l| l.running)) {
             (Some(p), Some(prev)) if s.stamp_ns > prev.stamp_ns => {
                 let dt = (s.stamp_ns - prev.stamp_ns) as f64 * 1e-9;
-                // Zero-order hold of the previous sample's inputs.
+                // Zero-order hold of the previous sample's inputs; a
+                // predictor that cannot answer leaves the prediction held.
                 self.model
-                    .advance(p, dt, prev.feed_ppm, prev.weld_current_a, prev.ambient_c)
+                    .predict(p, dt, prev.feed_ppm, prev.weld_current_a, prev.ambient_c)
+                    .unwrap_or(p)
             }
             (Some(p), Some(_)) => p,
             // First sample, or first after the process stood: start from the measurement.
@@ -210,7 +225,7 @@ impl Twin {
     }
 }
 
-impl Twin {
+impl<P: Predictor> Twin<P> {
     fn handle_idle(&mut self, s: &TwinSample) -> TwinStep {
         self.predicted_c = Some(s.measured_c);
         self.last = Some(*s);
@@ -239,6 +254,7 @@ impl Twin {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::predictor::Predictor;
     use triad_hw::sim::{Fault, FaultKind, PlantParams, SimLine};
     use triad_hw::{LineOutputs, ProcessIo};
 
@@ -338,6 +354,39 @@ mod tests {
             steps
                 .iter()
                 .any(|s| matches!(s.excursion, Some(TimerAction::ExcursionEnded { .. })))
+        );
+    }
+
+    #[test]
+    fn a_predictor_that_cannot_answer_leaves_the_prediction_held() {
+        /// Answers like the physics model, except for samples it is told to fail.
+        struct Flaky {
+            fail: bool,
+        }
+        impl Predictor for Flaky {
+            fn predict(&mut self, t: f64, dt: f64, ppm: f64, i: f64, amb: f64) -> Option<f64> {
+                (!self.fail).then(|| ThermalModel::default().advance(t, dt, ppm, i, amb))
+            }
+        }
+        let mut twin = Twin::new(TwinConfig::default(), Flaky { fail: false });
+        let sample = |k: i64, measured_c: f64| TwinSample {
+            stamp_ns: k * 50_000_000,
+            feed_ppm: 12.0,
+            weld_current_a: 5000.0,
+            ambient_c: 25.0,
+            measured_c,
+            running: true,
+        };
+        let _ = twin.handle_sample(&sample(0, 170.0));
+        let before = twin.handle_sample(&sample(1, 170.0)).predicted_c;
+        twin.predictor_mut().fail = true;
+        let held = twin.handle_sample(&sample(2, 170.0));
+        assert_eq!(held.predicted_c, before, "held, not NaN");
+        assert!(held.residual_c.is_finite() && held.alert.is_none());
+        twin.predictor_mut().fail = false;
+        assert!(
+            twin.handle_sample(&sample(3, 170.0)).predicted_c > before,
+            "moves on towards 180 °C"
         );
     }
 

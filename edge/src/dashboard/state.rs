@@ -77,6 +77,8 @@ pub struct TwinView {
     pub rul_s: Option<f64>,
     /// Outside since, ns.
     pub outside_since_ns: Option<i64>,
+    /// The twin's model, name and version.
+    pub model: String,
 }
 
 /// One chart point.

@@ -666,9 +666,20 @@ pub fn f32_values(bytes: &[u8]) -> Option<Vec<f32>> {
     )
 }
 
-/// Deterministic golden inputs when the shipper gives none: black, mid-grey,
-/// a horizontal ramp and uniform noise, in the normalised range of a frame.
+/// Deterministic golden inputs when the shipper gives none. Inspection:
+/// black, mid-grey, a horizontal ramp and uniform noise, in the normalised
+/// range of a frame. Twin: four operating points of the weld.
 pub fn default_golden_inputs(manifest: &ModelManifest) -> Vec<Vec<f32>> {
+    if manifest.kind == triad_inspect::ModelKind::Twin {
+        // Operating points of the weld (temp_c, dt_s, feed_ppm,
+        // weld_current_a, ambient_c): cold start, nominal, derated, stopped.
+        return vec![
+            vec![25.0, 0.05, 12.0, 5000.0, 25.0],
+            vec![180.0, 0.05, 12.0, 5000.0, 25.0],
+            vec![180.0, 0.05, 8.0, 5000.0, 25.0],
+            vec![150.0, 1.0, 0.0, 0.0, 22.0],
+        ];
+    }
     let n: usize = manifest.input.shape.iter().product();
     let width = *manifest.input.shape.last().unwrap_or(&1);
     let norm = |p: f32| (p / 255.0 - manifest.input.mean) / manifest.input.std;

@@ -7,7 +7,8 @@
 //!
 //! Requests arrive from any front end (the HTTP API today; the bus and OPC
 //! UA call the same [`ModelService::deploy`] and [`ModelService::rollback`]).
-//! Inspection workers report swaps, fuse trips and probation results through
+//! Targets are inspection cells and twin assets (see `twin`); their workers
+//! (inspection threads, the twin thread) report swaps, fuse trips and probation results through
 //! the same channel; a fuse trip makes the rollback official for every
 //! worker of the target, persists it and audits it.
 //!
@@ -24,9 +25,10 @@ use super::checks::{
 use super::fuse::FuseConfig;
 use super::keyring::Keyring;
 use super::replay::ReplayGuard;
-use super::slot::{Deployed, ModelInfo, ModelSlot, WorkerModels, WorkerReport};
+use super::slot::{Deployed, ModelInfo, ModelSlot, Runner, SlotWorker, WorkerModels, WorkerReport};
 use super::store::{ModelInfoRecord, StoredModel, StoredRef, TargetRecord, TargetStore};
 use super::token::{TokenPolicy, TokenUse, VerifiedToken};
+use super::twin::TwinModels;
 use crate::clock::Clock;
 use anyhow::Context;
 use serde::Serialize;
@@ -82,11 +84,11 @@ pub enum InitialModel {
 /// A target of the service.
 #[derive(Clone, Debug)]
 pub struct TargetSpec {
-    /// Cell id.
+    /// Cell id (inspection) or asset id (twin).
     pub id: String,
     /// Kind of model it runs.
     pub kind: ModelKind,
-    /// Settings of its inspectors.
+    /// Settings of its inspectors (inspection targets; ignored for a twin).
     pub inspector: InspectorConfig,
     /// What runs when nothing was deployed.
     pub initial: InitialModel,
@@ -292,10 +294,35 @@ fn info_of(model: &OnnxModel, source: &str) -> ModelInfo {
     }
 }
 
+/// Does `model` run on `spec`'s workers? (An inspection model must fit the
+/// cell's ROI; a twin model must be one and run.)
+fn check_fits(spec: &TargetSpec, model: &Arc<OnnxModel>, runs: u32) -> Result<(), String> {
+    if model.manifest().kind != spec.kind {
+        return Err(format!(
+            "{} {} is a {:?} model; target {} runs {:?} models",
+            model.manifest().name,
+            model.manifest().version,
+            model.manifest().kind,
+            spec.id,
+            spec.kind
+        ));
+    }
+    match spec.kind {
+        ModelKind::Inspection => Inspector::new(spec.inspector.clone(), model)
+            .map(drop)
+            .map_err(|e| e.to_string()),
+        ModelKind::Twin => super::twin::check_model(model, runs),
+    }
+}
+
 fn load_initial(spec: &TargetSpec, keyring: &Keyring, settings: &ModelsSettings) -> anyhow::Result<Entry> {
     let (model, info) = match &spec.initial {
         InitialModel::Builtin => {
-            let m = Arc::new(triad_inspect::builtin::weld_seam().context("the built-in model does not load")?);
+            let m = match spec.kind {
+                ModelKind::Inspection => triad_inspect::builtin::weld_seam(),
+                ModelKind::Twin => super::twin::builtin(),
+            };
+            let m = Arc::new(m.context("the built-in model does not load")?);
             let i = info_of(&m, "builtin");
             (m, i)
         }
@@ -363,9 +390,9 @@ fn load_stored(
         OnnxModel::load(bundle.get(MODEL_FILE).unwrap_or_default(), parsed.manifest.clone())
             .map_err(|e| Refusal::ModelLoad { detail: e.to_string() })?,
     );
-    Inspector::new(spec.inspector.clone(), &model).map_err(|e| Refusal::Incompatible {
+    check_fits(spec, &model, 1).map_err(|detail| Refusal::Incompatible {
         target: spec.id.clone(),
-        detail: e.to_string(),
+        detail,
     })?;
     let mut info = info_of(&model, "bundle");
     info.digest = Some(parsed.digest);
@@ -502,8 +529,8 @@ impl ModelService {
                     tracing::error!(target = %spec.id, error = %e, "cannot write the model state");
                 }
             }
-            Inspector::new(spec.inspector.clone(), &current.model)
-                .with_context(|| format!("cells {}: the model does not fit the cell", spec.id))?;
+            check_fits(&spec, &current.model, 1)
+                .map_err(|e| anyhow::anyhow!("{}: the model does not fit the target: {e}", spec.id))?;
             let slot = Arc::new(ModelSlot::new(
                 &spec.id,
                 spec.inspector.clone(),
@@ -639,9 +666,24 @@ impl ModelService {
             .collect()
     }
 
-    /// A worker's side for `target` (its reports go to the service).
+    /// An inspection worker's side for the cell `target` (its reports go
+    /// to the service).
     pub fn worker(&self, target: &str) -> anyhow::Result<WorkerModels> {
+        self.slot_worker(target, ModelKind::Inspection)
+    }
+
+    /// The twin thread's side for the asset `target`: the twin's predictor.
+    pub fn twin_worker(&self, target: &str) -> anyhow::Result<TwinModels> {
+        self.slot_worker(target, ModelKind::Twin)
+    }
+
+    fn slot_worker<R: Runner>(&self, target: &str, kind: ModelKind) -> anyhow::Result<SlotWorker<R>> {
         let slot = self.slot(target).with_context(|| format!("no model target {target}"))?;
+        let running = slot.current().model.manifest().kind;
+        anyhow::ensure!(
+            running == kind,
+            "model target {target} runs {running:?} models, not {kind:?}"
+        );
         let tx = self.inner.tx.clone();
         Ok(slot.worker(
             self.inner.settings.fuse,
@@ -920,6 +962,15 @@ impl Manager {
     /// staged inspectors are not run here: a tract session must run and be
     /// dropped on one thread (see `slot`).
     fn stage(&self, t: &TargetRt, model: &Arc<OnnxModel>) -> Result<Vec<Option<Inspector>>, Refusal> {
+        if t.spec.kind == ModelKind::Twin {
+            // A twin session is tiny; the twin thread builds its own at the
+            // swap (between two samples, 20 per second).
+            check_fits(&t.spec, model, self.settings.warmup_runs).map_err(|detail| Refusal::Incompatible {
+                target: t.spec.id.clone(),
+                detail,
+            })?;
+            return Ok(Vec::new());
+        }
         let cfg = t.slot.inspector_config();
         let n = t.slot.worker_slots().max(1);
         let incompatible = |e: InspectError| Refusal::Incompatible {
@@ -1184,7 +1235,11 @@ impl Manager {
         // Workers still hold the previous inspector; stage only for those that may not.
         let staged = {
             let t = &self.targets[target];
-            let n = t.slot.worker_slots();
+            let n = if t.spec.kind == ModelKind::Inspection {
+                t.slot.worker_slots()
+            } else {
+                0
+            };
             let mut v = Vec::with_capacity(n);
             for _ in 0..n {
                 v.push(Inspector::new(t.slot.inspector_config().clone(), &t.current.model).ok());

@@ -15,6 +15,7 @@
 //! | [`checks`] | the ordered deploy checks, one sans-IO function, a typed [`checks::Refusal`] | — |
 //! | [`fuse`] | probation and the decision to roll back (time as an argument) | — |
 //! | [`slot`] | arc-swap slot per target; the worker's swap between frames, local rollback | — |
+//! | [`twin`] | the twin's ONNX model (built-in `weld_thermal`), the twin thread's predictor | — |
 //! | [`manager`] | the model service thread: deploy, rollback, auto-rollback, persistence | threads, files |
 //! | [`store`] | deployed bundles under the state directory | files |
 //! | [`audit`] | the audit trail: file, memory, bus topic `audit/<node>/event` | files, bus |
@@ -47,6 +48,7 @@ pub mod replay;
 pub mod slot;
 pub mod store;
 pub mod token;
+pub mod twin;
 
 pub use checks::Refusal;
 pub use manager::{BundlePayload, DeployReport, ModelService, ModelsSettings, ServiceOptions, TargetStatus};

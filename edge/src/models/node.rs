@@ -1,16 +1,18 @@
 //! Wiring of the model service into the node: the audit trail (file and
-//! bus topic), the durable replay store, the service for the node's cell,
-//! the inspection worker's side, the command gate's token checks, and the
+//! bus topic), the durable replay store, the service for the node's cell
+//! (inspection model) and asset (twin model), the inspection worker's and
+//! the twin thread's sides, the command gate's token checks, and the
 //! dashboard's view of models and decisions.
 
 use super::audit::{AuditLog, publish_audit};
 use super::manager::{InitialModel, ModelService, ServiceOptions, SharedReplay, TargetSpec};
 use super::replay::RedbReplay;
 use super::slot::WorkerModels;
+use super::twin::TwinModels;
 use crate::bus::publisher::Publisher;
 use crate::clock::Clock;
 use crate::commands::CommandAuth;
-use crate::config::{CellConfig, NodeConfig};
+use crate::config::{AssetConfig, CellConfig, NodeConfig};
 use crate::dashboard::LiveState;
 use anyhow::Context;
 use std::sync::{Arc, Mutex};
@@ -23,6 +25,8 @@ pub struct NodeModels {
     pub service: ModelService,
     /// The inspection worker's models for the cell.
     pub worker: WorkerModels,
+    /// The twin thread's predictor for the asset.
+    pub twin: TwinModels,
     /// Token checks for the command gate.
     pub command_auth: Arc<CommandAuth>,
 }
@@ -40,11 +44,13 @@ pub fn inspector_config(cell: &CellConfig) -> InspectorConfig {
     }
 }
 
-/// Start the model service for `cell` (call inside the node's runtime: it
-/// spawns the task that publishes audit events on `audit/<node>/event`).
+/// Start the model service for `cell` and `asset` (call inside the node's
+/// runtime: it spawns the task that publishes audit events on
+/// `audit/<node>/event`).
 pub fn start(
     cfg: &NodeConfig,
     cell: &CellConfig,
+    asset: &AssetConfig,
     clock: Arc<dyn Clock>,
     publisher: Arc<Publisher>,
     live: Arc<LiveState>,
@@ -68,15 +74,23 @@ pub fn start(
         keyring: cfg.security.keyring.clone(),
         policy: cfg.security.policy,
         settings: cfg.models.clone(),
-        targets: vec![TargetSpec {
-            id: cell.id.to_string(),
-            kind: ModelKind::Inspection,
-            inspector: inspector_config(cell),
-            initial: match &cell.model_dir {
-                None => InitialModel::Builtin,
-                Some(d) => InitialModel::Dir(d.clone()),
+        targets: vec![
+            TargetSpec {
+                id: cell.id.to_string(),
+                kind: ModelKind::Inspection,
+                inspector: inspector_config(cell),
+                initial: match &cell.model_dir {
+                    None => InitialModel::Builtin,
+                    Some(d) => InitialModel::Dir(d.clone()),
+                },
             },
-        }],
+            TargetSpec {
+                id: asset.id.to_string(),
+                kind: ModelKind::Twin,
+                inspector: inspector_config(cell),
+                initial: InitialModel::Builtin,
+            },
+        ],
         clock: clock.clone(),
         audit: audit.clone(),
         replay: replay.clone(),
@@ -89,13 +103,15 @@ pub fn start(
                 rec.reason,
                 rec.actor.as_ref().map(|a| format!(" (by {a})")).unwrap_or_default()
             );
-            notify_live.update(|s| {
-                s.inspection.model = format!(
-                    "{} {}{}",
-                    st.current.name,
-                    st.current.version,
-                    if st.probation { " (probation)" } else { "" }
-                )
+            let model = format!(
+                "{} {}{}",
+                st.current.name,
+                st.current.version,
+                if st.probation { " (probation)" } else { "" }
+            );
+            notify_live.update(|s| match st.kind {
+                ModelKind::Inspection => s.inspection.model = model,
+                ModelKind::Twin => s.twin.model = model,
             });
             notify_live.event(rec.stamp_ns, "model", text);
         })),
@@ -105,12 +121,16 @@ pub fn start(
             "no [security] keys configured: model deploys and external commands are refused (see docs/security.md)"
         );
     }
-    let st = service.status();
-    if let Some(s) = st.first() {
-        tracing::info!(cell = %s.target, model = %s.current.name, version = %s.current.version, source = %s.current.source, sha256 = %s.current.onnx_sha256, "inspection model loaded");
-        live.update(|l| l.inspection.model = format!("{} {}", s.current.name, s.current.version));
+    for s in service.status() {
+        tracing::info!(target = %s.target, kind = ?s.kind, model = %s.current.name, version = %s.current.version, source = %s.current.source, sha256 = %s.current.onnx_sha256, "model loaded");
+        let model = format!("{} {}", s.current.name, s.current.version);
+        live.update(|l| match s.kind {
+            ModelKind::Inspection => l.inspection.model = model,
+            ModelKind::Twin => l.twin.model = model,
+        });
     }
     let worker = service.worker(cell.id.as_str())?;
+    let twin = service.twin_worker(asset.id.as_str())?;
     let command_auth = Arc::new(CommandAuth {
         device: cfg.node.to_string(),
         security: cfg.security.clone(),
@@ -121,6 +141,7 @@ pub fn start(
     Ok(NodeModels {
         service,
         worker,
+        twin,
         command_auth,
     })
 }

@@ -20,6 +20,11 @@
 //! (so the frame is not lost), and reports to the manager, which makes the
 //! rollback official for every worker, persists and audits it.
 //!
+//! The same machinery serves the twin thread ([`SlotWorker`] is generic over
+//! its [`Runner`]: an [`Inspector`] for a cell, a bare [`ModelSession`] for
+//! the twin's predictor, see `models::twin`); a twin session is tiny, so the
+//! twin thread builds its own at the swap instead of taking a staged one.
+//!
 //! Inspectors a worker no longer needs are dropped by the worker itself,
 //! right after the exchange (outside the timed swap): tract keeps per-thread
 //! scratch for every session that ran on a thread and frees it only when the
@@ -32,7 +37,9 @@ use crate::clock::monotonic_ns;
 use arc_swap::ArcSwap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use triad_inspect::{GrayImage, InspectError, Inspection, Inspector, InspectorConfig, OnnxModel};
+use triad_inspect::{
+    GrayImage, InspectError, Inspection, Inspector, InspectorConfig, ModelError, ModelSession, OnnxModel,
+};
 
 /// Where a model came from, and who put it there.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
@@ -177,16 +184,16 @@ impl ModelSlot {
     }
 
     /// Build a worker's side for this slot (registers it).
-    pub fn worker(
+    pub fn worker<R: Runner>(
         self: &Arc<Self>,
         fuse: FuseConfig,
         reporter: Box<dyn Fn(WorkerReport) + Send>,
-    ) -> Result<WorkerModels, InspectError> {
+    ) -> Result<SlotWorker<R>, R::Error> {
         let d = self.current();
-        let current = Inspector::new(self.config.clone(), &d.model)?;
+        let current = R::build(self, &d.model)?;
         let index = self.slots.fetch_add(1, Ordering::AcqRel);
         self.workers.fetch_add(1, Ordering::AcqRel);
-        Ok(WorkerModels {
+        Ok(SlotWorker {
             slot: self.clone(),
             index,
             generation: d.generation,
@@ -196,6 +203,7 @@ impl ModelSlot {
             latency: LatencyWindow::default(),
             reporter,
             built_on_worker: false,
+            failures: 0,
         })
     }
 }
@@ -277,21 +285,63 @@ impl std::fmt::Debug for WorkerReport {
     }
 }
 
-/// One inspection worker's models: the current inspector, the previous one,
-/// the fuse, and the link to the slot.
-pub struct WorkerModels {
+/// What a worker runs a model with: an [`Inspector`] (inspection cells) or
+/// a bare [`ModelSession`] (the twin's predictor, see `models::twin`).
+pub trait Runner: Sized {
+    /// Why one cannot be built.
+    type Error: std::error::Error + Send + Sync + 'static;
+    /// The model it runs.
+    fn model(&self) -> &Arc<OnnxModel>;
+    /// Build one for `model`, on the worker's thread.
+    fn build(slot: &ModelSlot, model: &Arc<OnnxModel>) -> Result<Self, Self::Error>;
+    /// The one the manager staged for worker `index` of `d`, if any.
+    fn staged(_d: &Deployed, _index: usize) -> Option<Self> {
+        None
+    }
+}
+
+impl Runner for Inspector {
+    type Error = InspectError;
+    fn model(&self) -> &Arc<OnnxModel> {
+        Inspector::model(self)
+    }
+    fn build(slot: &ModelSlot, model: &Arc<OnnxModel>) -> Result<Self, InspectError> {
+        Inspector::new(slot.config.clone(), model)
+    }
+    fn staged(d: &Deployed, index: usize) -> Option<Self> {
+        d.take_staged(index)
+    }
+}
+
+impl Runner for ModelSession {
+    type Error = ModelError;
+    fn model(&self) -> &Arc<OnnxModel> {
+        ModelSession::model(self)
+    }
+    fn build(_slot: &ModelSlot, model: &Arc<OnnxModel>) -> Result<Self, ModelError> {
+        model.session()
+    }
+}
+
+/// One worker's models: the current runner, the previous one, the fuse, and
+/// the link to the slot.
+pub struct SlotWorker<R: Runner> {
     slot: Arc<ModelSlot>,
     index: usize,
     generation: u64,
-    current: Inspector,
-    previous: Option<Inspector>,
+    current: R,
+    previous: Option<R>,
     fuse: Fuse,
     latency: LatencyWindow,
     reporter: Box<dyn Fn(WorkerReport) + Send>,
     built_on_worker: bool,
+    failures: u64,
 }
 
-impl std::fmt::Debug for WorkerModels {
+/// An inspection worker's models.
+pub type WorkerModels = SlotWorker<Inspector>;
+
+impl<R: Runner> std::fmt::Debug for SlotWorker<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WorkerModels")
             .field("target", &self.slot.target)
@@ -313,25 +363,70 @@ pub fn thread_cpu_ns() -> i64 {
     ts.tv_sec * 1_000_000_000 + ts.tv_nsec
 }
 
-impl Drop for WorkerModels {
+impl<R: Runner> Drop for SlotWorker<R> {
     fn drop(&mut self) {
         self.slot.workers.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
-fn same(i: &Inspector, m: &Arc<OnnxModel>) -> bool {
-    Arc::ptr_eq(i.model(), m)
+fn same<R: Runner>(r: &R, m: &Arc<OnnxModel>) -> bool {
+    Arc::ptr_eq(r.model(), m)
 }
 
 impl WorkerModels {
+    /// The inspector in use.
+    pub fn inspector(&self) -> &Inspector {
+        &self.current
+    }
+
+    /// Inspect one frame with the current model; on probation, feed the
+    /// fuse (the frame's outcome and its inspection time in thread CPU
+    /// time), and if it trips, go back to the previous model and inspect the
+    /// same frame again with it.
+    pub fn inspect(&mut self, image: &GrayImage<'_>) -> Result<Inspection, InspectError> {
+        let t0 = thread_cpu_ns();
+        let result = self.current.inspect(image);
+        let latency_ns = thread_cpu_ns() - t0;
+        let outcome = match &result {
+            Ok(_) => FrameOutcome::Ok { latency_ns },
+            Err(InspectError::NonFinite { .. }) => FrameOutcome::NonFinite,
+            Err(InspectError::Model(_)) => FrameOutcome::Error,
+            // A frame that does not fit the ROI is not the model's fault.
+            Err(_) => return result,
+        };
+        if self.judge(outcome) {
+            self.current.inspect(image)
+        } else {
+            result
+        }
+    }
+}
+
+impl<R: Runner> SlotWorker<R> {
     /// The generation this worker runs.
     pub fn generation(&self) -> u64 {
         self.generation
     }
 
-    /// The inspector in use.
-    pub fn inspector(&self) -> &Inspector {
+    /// The runner in use.
+    pub fn current(&self) -> &R {
         &self.current
+    }
+
+    /// Mutable access to the runner in use.
+    pub fn current_mut(&mut self) -> &mut R {
+        &mut self.current
+    }
+
+    /// The target.
+    pub fn target(&self) -> &str {
+        &self.slot.target
+    }
+
+    /// Count a run that gave no result; returns the count so far.
+    pub fn count_failure(&mut self) -> u64 {
+        self.failures += 1;
+        self.failures
     }
 
     /// Is the current model on probation?
@@ -351,16 +446,16 @@ impl WorkerModels {
         self.swap(&d)
     }
 
-    /// The staged inspector of this worker, or one built here.
-    fn new_inspector(&mut self, d: &Deployed) -> Option<Inspector> {
-        if let Some(i) = d.take_staged(self.index) {
+    /// The staged runner of this worker, or one built here.
+    fn new_runner(&mut self, d: &Deployed) -> Option<R> {
+        if let Some(i) = R::staged(d, self.index) {
             return Some(i);
         }
         self.built_on_worker = true;
-        match Inspector::new(self.slot.config.clone(), &d.model) {
+        match R::build(&self.slot, &d.model) {
             Ok(i) => Some(i),
             Err(e) => {
-                tracing::error!(target = %self.slot.target, error = %e, "cannot build an inspector for the published model; keeping the current one");
+                tracing::error!(target = %self.slot.target, error = %e, "cannot run the published model on this worker; keeping the current one");
                 self.generation = d.generation;
                 None
             }
@@ -369,8 +464,8 @@ impl WorkerModels {
 
     fn swap(&mut self, d: &Deployed) -> bool {
         let t0 = monotonic_ns();
-        let mut retired: [Option<Inspector>; 2] = [None, None];
-        let keep_prev = |i: &Inspector| d.previous.as_ref().is_some_and(|p| same(i, p));
+        let mut retired: [Option<R>; 2] = [None, None];
+        let keep_prev = |i: &R| d.previous.as_ref().is_some_and(|p| same(i, p));
         let changed = if same(&self.current, &d.model) {
             // Already running it (a rollback this worker's fuse made itself).
             if let Some(p) = self.previous.take_if(|p| !keep_prev(p)) {
@@ -388,7 +483,7 @@ impl WorkerModels {
             }
             true
         } else {
-            let Some(new) = self.new_inspector(d) else {
+            let Some(new) = self.new_runner(d) else {
                 return false;
             };
             let old = std::mem::replace(&mut self.current, new);
@@ -428,32 +523,20 @@ impl WorkerModels {
         changed
     }
 
-    /// Inspect one frame with the current model; on probation, feed the
-    /// fuse (the frame's outcome and its inspection time in thread CPU
-    /// time), and if it trips, go back to the previous model and inspect the
-    /// same frame again with it.
-    pub fn inspect(&mut self, image: &GrayImage<'_>) -> Result<Inspection, InspectError> {
-        let t0 = thread_cpu_ns();
-        let result = self.current.inspect(image);
-        let t1 = thread_cpu_ns();
-        if !self.fuse.is_armed() {
-            if result.is_ok() {
-                self.latency.push(t1 - t0);
-            }
-            return result;
+    /// Judge one run of the current model: its CPU time feeds the latency
+    /// window; on probation the fuse sees the outcome, and if it trips the
+    /// worker goes back to its previous model at once and reports it.
+    /// Returns `true` if the worker switched back (the caller runs the same
+    /// input again, so nothing is lost).
+    pub fn judge(&mut self, outcome: FrameOutcome) -> bool {
+        if let FrameOutcome::Ok { latency_ns } = outcome {
+            self.latency.push(latency_ns);
         }
-        let outcome = match &result {
-            Ok(_) => FrameOutcome::Ok { latency_ns: t1 - t0 },
-            Err(InspectError::NonFinite { .. }) => FrameOutcome::NonFinite,
-            Err(InspectError::Model(_)) => FrameOutcome::Error,
-            // A frame that does not fit the ROI is not the model's fault.
-            Err(_) => return result,
-        };
-        if result.is_ok() {
-            self.latency.push(t1 - t0);
+        if !self.fuse.is_armed() {
+            return false;
         }
         match self.fuse.handle_frame(monotonic_ns(), outcome) {
-            None => result,
+            None => false,
             Some(FuseAction::Passed { frames }) => {
                 (self.reporter)(WorkerReport::ProbationPassed {
                     target: self.slot.target.clone(),
@@ -461,7 +544,7 @@ impl WorkerModels {
                     generation: self.generation,
                     frames,
                 });
-                result
+                false
             }
             Some(FuseAction::Trip(reason)) => {
                 let rolled_back = match self.previous.take() {
@@ -481,11 +564,7 @@ impl WorkerModels {
                     reason,
                     rolled_back,
                 });
-                if rolled_back {
-                    self.current.inspect(image)
-                } else {
-                    result
-                }
+                rolled_back
             }
         }
     }

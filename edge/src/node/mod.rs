@@ -33,7 +33,6 @@ use tokio::sync::{mpsc, watch};
 use triad_hw::sim::{PlantParams, SimCamera, SimCameraConfig, SimLine};
 use triad_inspect::history::ResultHistory;
 use triad_schemas::Topic;
-use triad_twin::physics::ThermalModel;
 use triad_twin::{Twin, TwinConfig};
 
 /// How to run.
@@ -73,7 +72,6 @@ pub(crate) struct NodeCtx {
     pub asset: AssetConfig,
     pub rule: Option<DerateRule>,
     pub topics: Topics,
-    pub twin_model_version: String,
 }
 
 /// Build the configured bus backend. It connects in the background: the
@@ -153,7 +151,7 @@ pub async fn run(
 
     // Signed models: the service runs what was last deployed to the cell
     // (re-verified) or the configured model, and owns swaps and rollbacks.
-    let models = crate::models::node::start(&cfg, &cell, clock.clone(), publisher.clone(), live.clone())?;
+    let models = crate::models::node::start(&cfg, &cell, &asset, clock.clone(), publisher.clone(), live.clone())?;
 
     let topics = Topics {
         command: Topic::control_command(&axis.id),
@@ -302,7 +300,6 @@ pub async fn run(
     };
 
     // Twin worker.
-    let twin_model = ThermalModel::default();
     let twin_cfg = TwinConfig {
         band_c: asset.band_c,
         deadband_c: asset.deadband_c,
@@ -310,12 +307,11 @@ pub async fn run(
         clear_ns: asset.clear.as_nanos() as i64,
         ..TwinConfig::default()
     };
-    let twin_model_version = twin_cfg.model_version.clone();
     let (twin_tx, twin_rx) = std::sync::mpsc::channel();
     let (step_tx, step_rx) = mpsc::unbounded_channel();
     let twin_thread = std::thread::Builder::new()
         .name("triad-twin".into())
-        .spawn(move || threads::run_twin(Twin::new(twin_cfg, twin_model), twin_rx, step_tx))?;
+        .spawn(move || threads::run_twin(Twin::new(twin_cfg, models.twin), twin_rx, step_tx))?;
 
     live.update(|s| {
         s.node = NodeView {
@@ -349,7 +345,6 @@ pub async fn run(
         asset,
         rule,
         topics,
-        twin_model_version,
     });
 
     // Async tasks.

@@ -304,13 +304,13 @@ pub async fn results_task(ctx: Arc<NodeCtx>, mut rx: mpsc::Receiver<InspectionOu
 }
 
 /// Show and publish the twin's view; start the closed loop on an alert.
-pub async fn twin_task(ctx: Arc<NodeCtx>, mut rx: mpsc::UnboundedReceiver<TwinStep>) {
+pub async fn twin_task(ctx: Arc<NodeCtx>, mut rx: mpsc::UnboundedReceiver<(TwinStep, Arc<str>)>) {
     let (status_tx, status_rx) = watch::channel(None::<TwinStatus>);
     tokio::spawn(publish_latest(ctx.clone(), ctx.topics.twin_status.clone(), status_rx));
     let mut n: u64 = 0;
     let mut last_state = TwinState::Nominal;
     let mut open_alert: Option<String> = None;
-    while let Some(step) = rx.recv().await {
+    while let Some((step, model_version)) = rx.recv().await {
         n += 1;
         ctx.metrics.twin_residual.set(step.residual_c);
         ctx.metrics.twin_health.set(step.health);
@@ -328,7 +328,7 @@ pub async fn twin_task(ctx: Arc<NodeCtx>, mut rx: mpsc::UnboundedReceiver<TwinSt
                 outside_since_ns: step.outside_since_ns,
                 health: step.health,
                 rul_s: step.rul_s,
-                model_version: ctx.twin_model_version.clone(),
+                model_version: model_version.to_string(),
             };
             let _ = status_tx.send(Some(status));
             ctx.live.update(|s| {

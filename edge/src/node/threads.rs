@@ -5,6 +5,7 @@
 use crate::clock::{Clock, monotonic_ns, sleep_until_mono};
 use crate::control::rt;
 use crate::models::slot::WorkerModels;
+use crate::models::twin::TwinModels;
 use rtrb::{Consumer, Producer};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
@@ -134,17 +135,28 @@ pub fn run_inspection(
     }
 }
 
-/// The twin worker, at low priority.
+/// The twin worker, at low priority. Before each sample it takes a newly
+/// deployed twin model, if any (one atomic load when nothing changed); each
+/// step goes out with the version of the model that predicted it.
 pub fn run_twin(
-    mut twin: Twin,
+    mut twin: Twin<TwinModels>,
     samples: std::sync::mpsc::Receiver<TwinSample>,
-    steps: tokio::sync::mpsc::UnboundedSender<TwinStep>,
+    steps: tokio::sync::mpsc::UnboundedSender<(TwinStep, Arc<str>)>,
 ) {
     if let Err(e) = rt::set_nice(10) {
         tracing::debug!(error = %e, "could not lower the twin thread's priority");
     }
+    let mut version: Arc<str> = twin.predictor_mut().version().into();
+    twin.set_model_version(&version);
     for s in samples {
-        if steps.send(twin.handle_sample(&s)).is_err() {
+        twin.predictor_mut().poll_swap();
+        let step = twin.handle_sample(&s);
+        // A swap, or a rollback by the fuse during this very sample.
+        if *version != *twin.predictor_mut().version() {
+            version = twin.predictor_mut().version().into();
+            twin.set_model_version(&version);
+        }
+        if steps.send((step, version.clone())).is_err() {
             return;
         }
     }
