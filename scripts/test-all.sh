@@ -27,6 +27,7 @@ if [ "${TRIAD_SKIP_INSTALL:-0}" != 1 ]; then
   command -v mvn >/dev/null || need+=(maven)
   command -v java >/dev/null || need+=(default-jdk-headless)
   command -v curl >/dev/null || need+=(curl)
+  command -v openssl >/dev/null || need+=(openssl)
   if [ ${#need[@]} -gt 0 ]; then
     sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
     echo "installing: ${need[*]}"

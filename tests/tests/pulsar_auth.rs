@@ -1,7 +1,9 @@
-//! A broker that requires a JWT (token authentication and authorisation on):
-//! the node and its tools get in with the token from a file, and without it
-//! they are refused with an error that says so — while the node keeps running
-//! and holds its messages in the outbox.
+//! A broker that requires a JWT (token authentication and authorisation on)
+//! and also serves TLS: the node and its tools get in with the token from a
+//! file, and without it they are refused with an error that says so — while
+//! the node keeps running and holds its messages in the outbox. Over
+//! `pulsar+ssl://` the node verifies the broker against the configured CA;
+//! without that CA it does not connect, says why, and loses nothing.
 
 use std::process::Command;
 use triad_tests::{TempDir, node_lock, pulsar_read, triad, unique, unique_config, workspace_root};
@@ -15,7 +17,7 @@ impl Broker {
     fn start() -> Self {
         let run_dir = TempDir::new("pulsar-auth");
         let out = Command::new(workspace_root().join("deploy/pulsar/standalone"))
-            .args(["start", "--auth-token"])
+            .args(["start", "--auth-token", "--tls"])
             .env("TRIAD_PULSAR_RUN_DIR", run_dir.path())
             .output()
             .unwrap();
@@ -55,7 +57,7 @@ fn text(o: &std::process::Output) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn token_authentication_lets_the_node_in_and_keeps_strangers_out() {
+async fn token_authentication_and_tls_let_the_node_in_and_keep_strangers_out() {
     let _serial = node_lock().await;
     let broker = Broker::start();
     let (service, admin, token) = (
@@ -164,5 +166,75 @@ async fn token_authentication_lets_the_node_in_and_keeps_strangers_out() {
     assert!(
         said.contains("Pulsar") && (said.contains("401") || said.to_lowercase().contains("auth")),
         "{said}"
+    );
+
+    // TLS: the node over pulsar+ssl://, verifying the broker with the CA of
+    // the configuration (and authenticating with its token inside the
+    // channel). What it publishes is read back over the plain port.
+    let (tls_url, ca) = (
+        broker.get("PULSAR_SERVICE_URL_TLS").to_string(),
+        broker.get("PULSAR_TLS_CA_FILE").to_string(),
+    );
+    assert!(tls_url.starts_with("pulsar+ssl://127.0.0.1:"), "{tls_url}");
+    let id3 = unique("t");
+    let tls_cfg = dir.path().join("tls.toml");
+    let bus = format!(
+        "[bus]\nbackend = \"pulsar\"\nurl = \"{tls_url}\"\nadmin_url = \"{admin}\"\ntoken_file = \"{token}\"\ntls_ca_file = \"{ca}\"\n"
+    );
+    std::fs::write(&tls_cfg, unique_config(&id3, &bus)).unwrap();
+    let state3 = TempDir::new("pulsar-tls-state");
+    let r = triad_tests::run_scenario("nominal", "8s", state3.path(), &["--config", tls_cfg.to_str().unwrap()]).await;
+    assert_eq!(r["outbox_pending_bus"], 0, "all delivered over TLS: {r:#}");
+    let frames = r["inspection"]["frames"].as_u64().unwrap() as usize;
+    assert!(frames > 10, "{r:#}");
+    let msgs = pulsar_read(
+        &service,
+        &format!("persistent://public/default/insp.cell_{id3}.result"),
+        "inspection_result.avsc",
+        Some(frames),
+        Some(std::path::Path::new(&token)),
+    );
+    assert_eq!(msgs.len(), frames, "every result sent over TLS is on the topic");
+
+    // Without the CA the broker's certificate is not trusted: no connection,
+    // a log line that says why, results kept in the outbox.
+    let id4 = unique("u");
+    let untrusted = dir.path().join("untrusted.toml");
+    let bus = format!(
+        "[bus]\nbackend = \"pulsar\"\nurl = \"{tls_url}\"\nadmin_url = \"{admin}\"\ntoken_file = \"{token}\"\n"
+    );
+    std::fs::write(&untrusted, unique_config(&id4, &bus)).unwrap();
+    let state4 = TempDir::new("pulsar-tls-untrusted");
+    let report = state4.path().join("r.json");
+    let o = triad(
+        &[
+            "run",
+            "--sim",
+            "--scenario",
+            "nominal",
+            "--duration",
+            "8s",
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+            untrusted.to_str().unwrap(),
+            "--state-dir",
+            state4.path().to_str().unwrap(),
+            "--report",
+            report.to_str().unwrap(),
+        ],
+        &[("TRIAD_LOG", "warn")],
+    );
+    let said = text(&o);
+    assert!(o.status.success(), "the node must run without the broker: {said}");
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert!(
+        r["outbox_pending_bus"].as_u64().unwrap() > 10,
+        "results wait in the outbox: {}",
+        r["outbox_pending_bus"]
+    );
+    assert!(
+        said.contains("UnknownIssuer") && said.contains("set [bus] tls_ca_file"),
+        "the log must say the certificate is not trusted and what to set: {said}"
     );
 }

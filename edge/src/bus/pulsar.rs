@@ -192,7 +192,17 @@ impl PulsarBus {
         let client = tokio::time::timeout(Duration::from_secs(15), b.build())
             .await
             .map_err(|_| unavailable(format!("no connection to {} within 15 s", self.cfg.url)))?
-            .map_err(|e| unavailable(format!("cannot connect to {}: {e}", self.cfg.url)))?;
+            .map_err(|e| {
+                let hint = if self.cfg.url.starts_with("pulsar+ssl://") {
+                    match &self.cfg.tls_ca_file {
+                        None => " (TLS: if the broker's certificate is not from a public CA, set [bus] tls_ca_file to the CA that signed it)",
+                        Some(_) => " (TLS: check that [bus] tls_ca_file is the CA that signed the broker's certificate and that the certificate names the address in [bus] url)",
+                    }
+                } else {
+                    ""
+                };
+                unavailable(format!("cannot connect to {}: {e}{hint}", self.cfg.url))
+            })?;
         tracing::info!(url = %self.cfg.url, "connected to Pulsar");
         Ok(client)
     }

@@ -290,6 +290,12 @@ impl std::fmt::Debug for WorkerReport {
 pub trait Runner: Sized {
     /// Why one cannot be built.
     type Error: std::error::Error + Send + Sync + 'static;
+    /// Does the manager stage one per worker (so that building one on the
+    /// worker is worth a warning)?
+    const STAGED: bool = false;
+    /// The smallest baseline the fuse's slowness bound is computed from, ns
+    /// of CPU time: runs far below it are too short to compare reliably.
+    const BASELINE_FLOOR_NS: i64 = 0;
     /// The model it runs.
     fn model(&self) -> &Arc<OnnxModel>;
     /// Build one for `model`, on the worker's thread.
@@ -302,6 +308,7 @@ pub trait Runner: Sized {
 
 impl Runner for Inspector {
     type Error = InspectError;
+    const STAGED: bool = true;
     fn model(&self) -> &Arc<OnnxModel> {
         Inspector::model(self)
     }
@@ -315,6 +322,10 @@ impl Runner for Inspector {
 
 impl Runner for ModelSession {
     type Error = ModelError;
+    /// A twin prediction takes microseconds, where cache and scheduler
+    /// noise alone can triple it: the bound is `max_slowdown` × at least
+    /// 200 µs (`fuse_max_inference_ms` still applies).
+    const BASELINE_FLOOR_NS: i64 = 200_000;
     fn model(&self) -> &Arc<OnnxModel> {
         ModelSession::model(self)
     }
@@ -451,7 +462,7 @@ impl<R: Runner> SlotWorker<R> {
         if let Some(i) = R::staged(d, self.index) {
             return Some(i);
         }
-        self.built_on_worker = true;
+        self.built_on_worker = R::STAGED;
         match R::build(&self.slot, &d.model) {
             Ok(i) => Some(i),
             Err(e) => {
@@ -503,7 +514,7 @@ impl<R: Runner> SlotWorker<R> {
         let swap_ns = monotonic_ns() - t0;
         self.generation = d.generation;
         if changed {
-            let baseline = self.latency.median();
+            let baseline = self.latency.median().map(|b| b.max(R::BASELINE_FLOOR_NS));
             self.latency.clear();
             if d.probation {
                 self.fuse.arm(monotonic_ns(), baseline);
