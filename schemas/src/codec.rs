@@ -69,6 +69,7 @@ pub fn schema_file(kind: MessageKind) -> &'static str {
         MessageKind::TwinAlert => "twin_alert.avsc",
         MessageKind::WorkOrder => "work_order.avsc",
         MessageKind::AuditEvent => "audit_event.avsc",
+        MessageKind::ModelRequest => "model_request.avsc",
     }
 }
 
@@ -82,6 +83,7 @@ pub fn schema_json(kind: MessageKind) -> &'static str {
         MessageKind::TwinAlert => include_str!("../avro/twin_alert.avsc"),
         MessageKind::WorkOrder => include_str!("../avro/work_order.avsc"),
         MessageKind::AuditEvent => include_str!("../avro/audit_event.avsc"),
+        MessageKind::ModelRequest => include_str!("../avro/model_request.avsc"),
     }
 }
 
@@ -370,6 +372,28 @@ mod tests {
                 other => panic!("{kind:?} is not a record: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn model_requests_roundtrip_with_and_without_a_bundle() {
+        let deploy = ModelRequest {
+            envelope: env(3),
+            request_id: "req-1".into(),
+            target: "cell_2245".into(),
+            action: ModelAction::Deploy,
+            token: "eyJ.e30.sig".into(),
+            bundle: Some((0..=255u8).cycle().take(70_000).collect()),
+            issued_by: "fleet-manager".into(),
+        };
+        let bytes = encode(&deploy).unwrap();
+        // Avro `bytes`, not an array of ints: the archive costs its length.
+        assert!(bytes.len() < 70_200, "{} bytes", bytes.len());
+        roundtrip(deploy.clone());
+        roundtrip(ModelRequest {
+            action: ModelAction::Rollback,
+            bundle: None,
+            ..deploy
+        });
     }
 
     #[test]

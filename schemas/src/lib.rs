@@ -40,7 +40,7 @@ pub mod topic;
 pub use envelope::{ClockState, Envelope};
 pub use messages::{
     AlertKind, AlertState, AuditEvent, AuditOutcome, AxisMode, BusMessage, ChainStamps, CommandAction, ControlCommand,
-    ControlState, DefectBox, InspectionResult, MessageKind, Priority, Severity, TwinAlert, TwinState, TwinStatus,
-    Verdict, WorkOrder,
+    ControlState, DefectBox, InspectionResult, MessageKind, ModelAction, ModelRequest, Priority, Severity, TwinAlert,
+    TwinState, TwinStatus, Verdict, WorkOrder,
 };
 pub use topic::{QosClass, Topic, TopicFamily};

@@ -25,11 +25,13 @@ pub enum MessageKind {
     WorkOrder,
     /// [`AuditEvent`]
     AuditEvent,
+    /// [`ModelRequest`]
+    ModelRequest,
 }
 
 impl MessageKind {
     /// All kinds, in topic-table order.
-    pub const ALL: [MessageKind; 7] = [
+    pub const ALL: [MessageKind; 8] = [
         MessageKind::ControlCommand,
         MessageKind::ControlState,
         MessageKind::InspectionResult,
@@ -37,6 +39,7 @@ impl MessageKind {
         MessageKind::TwinAlert,
         MessageKind::WorkOrder,
         MessageKind::AuditEvent,
+        MessageKind::ModelRequest,
     ];
 
     /// The Avro record's name (also the schema file's stem in snake case).
@@ -49,6 +52,7 @@ impl MessageKind {
             MessageKind::TwinAlert => "TwinAlert",
             MessageKind::WorkOrder => "WorkOrder",
             MessageKind::AuditEvent => "AuditEvent",
+            MessageKind::ModelRequest => "ModelRequest",
         }
     }
 }
@@ -445,3 +449,36 @@ pub struct AuditEvent {
     pub to_version: Option<String>,
 }
 bus_message!(AuditEvent, target);
+
+/// What a [`ModelRequest`] asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ModelAction {
+    /// Verify, load, check and swap in the bundle.
+    Deploy,
+    /// Go back to the previous model.
+    Rollback,
+}
+
+/// `models/<node>/request`: deploy a signed bundle to, or roll back, one
+/// target of a node, from a fleet manager or an MES. The token authorises
+/// it exactly as on the HTTP API; the node's decision is published on
+/// `audit/<node>/event` with `origin` naming the request.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelRequest {
+    /// Header (the sender's).
+    pub envelope: Envelope,
+    /// Unique id chosen by the sender.
+    pub request_id: String,
+    /// Cell (inspection model) or asset (twin model).
+    pub target: String,
+    /// Deploy or roll back.
+    pub action: ModelAction,
+    /// Compact EdDSA JWT for this use, target (and bundle).
+    pub token: String,
+    /// Deploy: the bundle as a `.tar` or `.tar.gz` archive.
+    #[serde(default, with = "apache_avro::serde_avro_bytes_opt")]
+    pub bundle: Option<Vec<u8>>,
+    /// Who or what sent it.
+    pub issued_by: String,
+}
+bus_message!(ModelRequest, target);

@@ -11,6 +11,7 @@
 //! | `dtwin/<asset>/alert` | `TwinAlert` | [`QosClass::AtLeastOnce`] |
 //! | `mes/<line>/workorder` | `WorkOrder` | [`QosClass::AtLeastOnce`] |
 //! | `audit/<node>/event` | `AuditEvent` | [`QosClass::AtLeastOnce`] |
+//! | `models/<node>/request` | `ModelRequest` | [`QosClass::SignedRequest`] |
 //!
 //! **Pulsar rule**: `persistent://<tenant>/<namespace>/<family>.<id>.<kind>`,
 //! e.g. `ctrl/axis_07/cmd` → `persistent://public/default/ctrl.axis_07.cmd`.
@@ -36,6 +37,10 @@ pub enum QosClass {
     Compacted,
     /// At-least-once through the outbox.
     AtLeastOnce,
+    /// A request to the node (a model deploy or rollback): signed token
+    /// required, never batched; the node acknowledges it once its decision
+    /// is durable.
+    SignedRequest,
 }
 
 impl QosClass {
@@ -59,7 +64,7 @@ impl QosClass {
     }
     /// Does every message need a signed token?
     pub fn signed(self) -> bool {
-        matches!(self, QosClass::Command)
+        matches!(self, QosClass::Command | QosClass::SignedRequest)
     }
     /// Should the broker deduplicate by producer sequence?
     pub fn deduplicated(self) -> bool {
@@ -71,7 +76,8 @@ impl QosClass {
     }
 }
 
-/// The six topic families of DESIGN.md, and the node's audit trail.
+/// The six topic families of DESIGN.md, the node's audit trail and its
+/// model requests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum TopicFamily {
     /// `ctrl/<axis>/cmd`
@@ -88,11 +94,13 @@ pub enum TopicFamily {
     MesWorkOrder,
     /// `audit/<node>/event`
     AuditEvent,
+    /// `models/<node>/request`
+    ModelRequest,
 }
 
 impl TopicFamily {
     /// Every family.
-    pub const ALL: [TopicFamily; 7] = [
+    pub const ALL: [TopicFamily; 8] = [
         TopicFamily::ControlCommand,
         TopicFamily::ControlState,
         TopicFamily::InspectionResult,
@@ -100,6 +108,7 @@ impl TopicFamily {
         TopicFamily::TwinAlert,
         TopicFamily::MesWorkOrder,
         TopicFamily::AuditEvent,
+        TopicFamily::ModelRequest,
     ];
 
     /// `(prefix, suffix)` of the name around the id.
@@ -112,6 +121,7 @@ impl TopicFamily {
             TopicFamily::TwinAlert => ("dtwin", "alert"),
             TopicFamily::MesWorkOrder => ("mes", "workorder"),
             TopicFamily::AuditEvent => ("audit", "event"),
+            TopicFamily::ModelRequest => ("models", "request"),
         }
     }
 
@@ -125,6 +135,7 @@ impl TopicFamily {
             TopicFamily::TwinAlert => MessageKind::TwinAlert,
             TopicFamily::MesWorkOrder => MessageKind::WorkOrder,
             TopicFamily::AuditEvent => MessageKind::AuditEvent,
+            TopicFamily::ModelRequest => MessageKind::ModelRequest,
         }
     }
 
@@ -138,6 +149,7 @@ impl TopicFamily {
             TopicFamily::TwinAlert => QosClass::AtLeastOnce,
             TopicFamily::MesWorkOrder => QosClass::AtLeastOnce,
             TopicFamily::AuditEvent => QosClass::AtLeastOnce,
+            TopicFamily::ModelRequest => QosClass::SignedRequest,
         }
     }
 }
@@ -188,6 +200,11 @@ impl Topic {
         Self::make(TopicFamily::AuditEvent, node.as_str())
     }
 
+    /// `models/<node>/request`
+    pub fn model_request(node: &NodeId) -> Self {
+        Self::make(TopicFamily::ModelRequest, node.as_str())
+    }
+
     /// Parse a triad topic name such as `insp/cell_2245/result`.
     pub fn parse(name: &str) -> Result<Self, String> {
         let mut it = name.split('/');
@@ -200,7 +217,7 @@ impl Topic {
         let family = TopicFamily::ALL
             .into_iter()
             .find(|f| f.parts() == (p, s))
-            .ok_or_else(|| format!("topic {name:?}: unknown family {p}/…/{s}; known: ctrl/…/cmd, ctrl/…/state, insp/…/result, dtwin/…/status, dtwin/…/alert, mes/…/workorder, audit/…/event"))?;
+            .ok_or_else(|| format!("topic {name:?}: unknown family {p}/…/{s}; known: ctrl/…/cmd, ctrl/…/state, insp/…/result, dtwin/…/status, dtwin/…/alert, mes/…/workorder, audit/…/event, models/…/request"))?;
         Ok(Self::make(family, id))
     }
 

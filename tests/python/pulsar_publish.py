@@ -3,8 +3,10 @@
 support, or show that the broker refuses a producer.
 
 Usage:
-  pulsar_publish.py --service URL --topic T --schema FILE.avsc --record JSON
-      publish one record (a JSON object matching the schema); prints the message id
+  pulsar_publish.py --service URL --topic T --schema FILE.avsc --record JSON [--bytes-field NAME=FILE]
+      publish one record (a JSON object matching the schema); --bytes-field sets
+      the Avro `bytes` field NAME to the contents of FILE (e.g. a model bundle
+      archive); prints the message id
   pulsar_publish.py --service URL --topic T --schema-json TEXT --expect-refusal
       create a producer with that schema; exit 0 and print the broker's error
       if it is refused, exit 1 if it is accepted
@@ -26,6 +28,7 @@ def main() -> int:
     ap.add_argument("--record")
     ap.add_argument("--expect-refusal", action="store_true")
     ap.add_argument("--token-file", default=None)
+    ap.add_argument("--bytes-field", action="append", default=[])
     a = ap.parse_args()
     definition = json.loads(a.schema_json) if a.schema_json else json.load(open(a.schema))
     schema = AvroSchema(None, schema_definition=definition)
@@ -43,7 +46,11 @@ def main() -> int:
         client.close()
         return 1
     record = json.loads(a.record)
-    msg_id = producer.send(record, partition_key=record.get("axis") or record.get("cell") or "k")
+    for spec in a.bytes_field:
+        name, path = spec.split("=", 1)
+        record[name] = open(path, "rb").read()
+    key = record.get("axis") or record.get("cell") or record.get("target") or "k"
+    msg_id = producer.send(record, partition_key=key)
     print(json.dumps({"message_id": str(msg_id)}))
     producer.close()
     client.close()

@@ -36,10 +36,16 @@ fn s(p: &Path) -> &str {
 /// Keys, config and bundles of one scenario.
 struct Setup {
     dir: TempDir,
+    device: String,
 }
 
 impl Setup {
     fn new(name: &str) -> Self {
+        Self::build(name, "edge-01", "")
+    }
+
+    /// A node with id `device`; `bus` (a `[bus]` table) replaces the embedded bus.
+    fn build(name: &str, device: &str, bus: &str) -> Self {
         let dir = TempDir::new(name);
         let keys = dir.path().join("keys");
         for (name, uses) in [
@@ -58,8 +64,13 @@ impl Setup {
             .replace("clock_skew_s = 60", "clock_skew_s = 5")
             .replace("probation_s = 60", "probation_s = 2")
             .replace("probation_min_frames = 50", "probation_min_frames = 3")
-            .replace("max_bundle_mb = 64", "max_bundle_mb = 1");
-        let mut cfg = base;
+            .replace("max_bundle_mb = 64", "max_bundle_mb = 1")
+            .replace("\"edge-01\"", &format!("\"{device}\""));
+        let mut cfg = if bus.is_empty() {
+            base
+        } else {
+            format!("{}\n{bus}", base.replace("[bus]\nbackend = \"embedded\"\n", ""))
+        };
         for (name, uses, revoked) in [
             ("release-2025", "\"bundle\"", false),
             ("release-2024", "\"bundle\"", true),
@@ -73,7 +84,10 @@ impl Setup {
         std::fs::write(dir.path().join("node.toml"), cfg).unwrap();
         let out = ok(&["check-config", s(&dir.path().join("node.toml"))]);
         assert!(out.contains(": ok"), "{out}");
-        Self { dir }
+        Self {
+            dir,
+            device: device.into(),
+        }
     }
 
     fn p(&self, rel: &str) -> PathBuf {
@@ -147,7 +161,7 @@ impl Setup {
             "--issuer",
             "alice@plant",
             "--device",
-            "edge-01",
+            &self.device,
             "--out",
             s(&path),
         ];
@@ -764,4 +778,158 @@ async fn the_twin_model_is_shipped_swapped_fused_and_reloaded_like_an_inspection
             .any(|a| a["action"] == "load_at_start" && a["target"] == "battery_pack_89" && a["outcome"] == "accepted"),
         "{audit:?}"
     );
+}
+
+/// Publish a `ModelRequest` on the node's request topic with the Python
+/// client (an independent sender, as a fleet manager or an MES would be).
+fn publish_model_request(service: &str, device: &str, record: &Value, bundle: Option<&Path>) {
+    let mut c = Command::new(python());
+    c.arg(workspace_root().join("tests/python/pulsar_publish.py"))
+        .args([
+            "--service",
+            service,
+            "--topic",
+            &format!("persistent://public/default/models.{device}.request"),
+            "--record",
+            &record.to_string(),
+        ])
+        .arg("--schema")
+        .arg(workspace_root().join("schemas/avro/model_request.avsc"));
+    if let Some(b) = bundle {
+        c.arg("--bytes-field").arg(format!("bundle={}", s(b)));
+    }
+    let o = c.output().unwrap();
+    assert!(o.status.success(), "pulsar_publish.py failed: {}", text(&o));
+}
+
+fn model_request(device: &str, id: &str, action: &str, token: &Path) -> Value {
+    serde_json::json!({
+        "envelope": {"schema_version": 1, "node": "fleet-manager", "sequence": 1, "stamp_ns": triad_tests::now_ns(), "clock": "FreeRunning", "clock_offset_ns": null},
+        "request_id": id, "target": "cell_2245", "action": action,
+        "token": std::fs::read_to_string(token).unwrap().trim(),
+        "bundle": null, "issued_by": format!("python-pulsar-client for {device}"),
+    })
+}
+
+#[tokio::test]
+async fn models_are_deployed_and_rolled_back_over_pulsar_by_a_python_client() {
+    let _g = node_lock().await;
+    let (service, admin) = triad_tests::pulsar_env();
+    let device = format!("edge-{}", triad_tests::unique("m"));
+    let bus = format!("[bus]\nbackend = \"pulsar\"\nurl = \"{service}\"\nadmin_url = \"{admin}\"\n");
+    let setup = Setup::build("e2e-bus-deploy", &device, &bus);
+    let node = Node::start(&setup).await;
+    // The node's subscription exists before anything is sent.
+    let subs = format!("{admin}/admin/v2/persistent/public/default/models.{device}.request/subscriptions");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "the node never subscribed to its model request topic"
+        );
+        if let Ok(r) = reqwest::get(&subs).await
+            && r.status() == 200
+            && r.text().await.unwrap().contains("triad-node-models")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let origin = |id: &str| format!("bus models/{device}/request {id}");
+    let decision = |id: String| {
+        let node = &node;
+        async move { wait_audit(node, &format!("decision on {id}"), |a| a["origin"] == id.as_str()).await }
+    };
+
+    // Deploy: the archive travels in the message.
+    let b11 = setup.bundle("weld-1.1.0", "1.1.0", None, &[], "release-2025");
+    let archive = setup.p("weld-1.1.0.tar.gz");
+    ok(&["bundle", "pack", s(&b11), "--out", s(&archive)]);
+    let tok = setup.token(&["--use", "deploy", "--bundle", s(&b11)]);
+    publish_model_request(
+        &service,
+        &device,
+        &model_request(&device, "req-1", "Deploy", &tok),
+        Some(&archive),
+    );
+    let a = decision(origin("req-1")).await;
+    assert_eq!(
+        (a["action"].as_str(), a["outcome"].as_str()),
+        (Some("deploy"), Some("accepted")),
+        "{a}"
+    );
+    assert_eq!(node.running().await.0, "1.1.0");
+
+    // The same token again: refused, nothing changes.
+    publish_model_request(
+        &service,
+        &device,
+        &model_request(&device, "req-2", "Deploy", &tok),
+        Some(&archive),
+    );
+    let a = decision(origin("req-2")).await;
+    assert_eq!(a["code"], "token_replayed", "{a}");
+    // A deploy without its bundle: refused before the token is used.
+    let tok3 = setup.token(&["--use", "deploy", "--bundle", s(&b11)]);
+    publish_model_request(
+        &service,
+        &device,
+        &model_request(&device, "req-3", "Deploy", &tok3),
+        None,
+    );
+    let a = decision(origin("req-3")).await;
+    assert_eq!(a["code"], "bundle_missing_file", "{a}");
+    assert_eq!(node.running().await.0, "1.1.0");
+
+    // Rollback over the bus.
+    let rtok = setup.token(&["--use", "rollback", "--target", "cell_2245"]);
+    publish_model_request(
+        &service,
+        &device,
+        &model_request(&device, "req-4", "Rollback", &rtok),
+        None,
+    );
+    let a = decision(origin("req-4")).await;
+    assert_eq!(
+        (a["action"].as_str(), a["outcome"].as_str()),
+        (Some("rollback"), Some("accepted")),
+        "{a}"
+    );
+    assert_eq!(node.running().await.0, "1.0.0");
+
+    // The sender reads the decisions on the audit topic, with the Python client.
+    let events = triad_tests::pulsar_read(
+        &service,
+        &format!("persistent://public/default/audit.{device}.event"),
+        "audit_event.avsc",
+        None,
+        None,
+    );
+    let on_topic: Vec<(String, String)> = events
+        .iter()
+        .filter(|e| e["record"]["origin"].as_str().is_some_and(|o| o.starts_with("bus ")))
+        .map(|e| {
+            (
+                e["record"]["origin"]
+                    .as_str()
+                    .unwrap()
+                    .rsplit(' ')
+                    .next()
+                    .unwrap()
+                    .to_string(),
+                e["record"]["code"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    for (id, code) in [
+        ("req-1", "ok"),
+        ("req-2", "token_replayed"),
+        ("req-3", "bundle_missing_file"),
+        ("req-4", "ok"),
+    ] {
+        assert!(
+            on_topic.contains(&(id.to_string(), code.to_string())),
+            "{id} {code} not on the audit topic: {on_topic:?}"
+        );
+    }
 }

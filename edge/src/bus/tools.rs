@@ -32,6 +32,7 @@ pub fn topics_of(cfg: &NodeConfig) -> Vec<Topic> {
     }
     t.push(Topic::mes_work_order(&cfg.line));
     t.push(Topic::audit_event(&cfg.node));
+    t.push(Topic::model_request(&cfg.node));
     t
 }
 

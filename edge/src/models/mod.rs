@@ -20,6 +20,7 @@
 //! | [`store`] | deployed bundles under the state directory | files |
 //! | [`audit`] | the audit trail: file, memory, bus topic `audit/<node>/event` | files, bus |
 //! | [`http`] | `POST /api/models/{target}/deploy` and `/rollback`, `GET /api/models`, `GET /api/audit` | HTTP |
+//! | [`bus`] | deploy and rollback requests on `models/<node>/request` | bus |
 //! | [`cli`] | `triad keys gen`, `bundle build/sign/verify`, `token issue`, `deploy`, `rollback` | files, HTTP |
 //! | [`node`] | wiring into the node: audit topic, replay store, worker, command gate, dashboard | — |
 //!
@@ -36,6 +37,7 @@
 
 pub mod audit;
 pub mod bundle;
+pub mod bus;
 pub mod checks;
 pub mod cli;
 pub mod fuse;

@@ -365,6 +365,13 @@ pub async fn run(
     let results = tokio::spawn(tasks::results_task(ctx.clone(), res_rx));
     let twin_events = tokio::spawn(tasks::twin_task(ctx.clone(), step_rx));
     let commands = tokio::spawn(tasks::command_consumer(ctx.clone()));
+    tokio::spawn(crate::models::bus::serve_requests(
+        publisher.clone(),
+        Topic::model_request(&cfg.node),
+        models.service.clone(),
+        live.clone(),
+        clock.clone(),
+    ));
     let flusher = tokio::spawn(flush_bus_lane(
         outbox.clone(),
         bus.clone(),
