@@ -354,7 +354,7 @@ pub type WorkerModels = SlotWorker<Inspector>;
 
 impl<R: Runner> std::fmt::Debug for SlotWorker<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WorkerModels")
+        f.debug_struct("SlotWorker")
             .field("target", &self.slot.target)
             .field("index", &self.index)
             .field("generation", &self.generation)
