@@ -5,10 +5,11 @@
 //! handled one at a time, in arrival order, so two deploys can never race
 //! past the downgrade check.
 //!
-//! Requests arrive from any front end (the HTTP API today; the bus and OPC
-//! UA call the same [`ModelService::deploy`] and [`ModelService::rollback`]).
+//! Requests arrive from any front end (the HTTP API and the bus today; OPC
+//! UA will call the same [`ModelService::deploy`] and [`ModelService::rollback`]).
 //! Targets are inspection cells and twin assets (see `twin`); their workers
-//! (inspection threads, the twin thread) report swaps, fuse trips and probation results through
+//! (inspection threads, the twin thread) report swaps, fuse trips and
+//! probation results through
 //! the same channel; a fuse trip makes the rollback official for every
 //! worker of the target, persists it and audits it.
 //!

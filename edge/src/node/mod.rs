@@ -149,8 +149,9 @@ pub async fn run(
         metrics.clone(),
     ));
 
-    // Signed models: the service runs what was last deployed to the cell
-    // (re-verified) or the configured model, and owns swaps and rollbacks.
+    // Signed models: the service runs what was last deployed to the cell and
+    // the asset (re-verified) or the configured or built-in model, and owns
+    // swaps and rollbacks.
     let models = crate::models::node::start(&cfg, &cell, &asset, clock.clone(), publisher.clone(), live.clone())?;
 
     let topics = Topics {
