@@ -273,6 +273,39 @@ pub fn unique_config(suffix: &str, extra: &str) -> String {
     text
 }
 
+/// A `[bus]` table for a Pulsar broker at `url` (binary) and `admin`
+/// (REST), with `more` key lines (e.g. `token_file = "…"`) appended.
+pub fn pulsar_bus(url: &str, admin: &str, more: &[String]) -> String {
+    let mut t = format!("[bus]\nbackend = \"pulsar\"\nurl = \"{url}\"\nadmin_url = \"{admin}\"\n");
+    for line in more {
+        t.push_str(line);
+        t.push('\n');
+    }
+    t
+}
+
+/// Wait (20 s at most) until `subscription` exists on `topic` (full Pulsar
+/// name, `persistent://…`), as the broker's admin API at `admin` lists it:
+/// a node subscribes in the background, and a message sent before that is
+/// not for it.
+pub async fn wait_for_subscription(admin: &str, topic: &str, subscription: &str) {
+    let url = format!("{admin}/admin/v2/{}/subscriptions", topic.replacen("://", "/", 1));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no subscription {subscription} on {topic} after 20 s"
+        );
+        if let Ok(r) = reqwest::get(&url).await
+            && r.status() == 200
+            && r.text().await.unwrap_or_default().contains(subscription)
+        {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+}
+
 /// Read `topic` (full Pulsar name) from the earliest message with the
 /// Python client; returns one JSON value per message (`record`, `raw`,
 /// `properties`, `key`).

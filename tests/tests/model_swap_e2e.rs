@@ -98,54 +98,47 @@ impl Setup {
         self.p(&format!("keys/{name}.key"))
     }
 
-    /// `triad bundle build` + `sign` of the weld model (or another ONNX file).
-    fn bundle(&self, name: &str, version: &str, onnx: Option<&Path>, extra: &[&str], signer: &str) -> PathBuf {
+    /// `triad bundle build SOURCE… --target T --version V --out DIR EXTRA…`,
+    /// then `bundle sign` with `signer`'s key. Returns the bundle and what
+    /// `build` printed.
+    fn build_signed(
+        &self,
+        name: &str,
+        source: &[&str],
+        target: &str,
+        version: &str,
+        extra: &[&str],
+        signer: &str,
+    ) -> (PathBuf, String) {
         let out = self.p(name);
-        let weld = workspace_root().join("inspect/models/weld_seam");
-        let mut args: Vec<String> = vec!["bundle".into(), "build".into()];
-        match onnx {
-            None => args.extend(["--from".into(), s(&weld).into()]),
-            Some(m) => args.extend([
-                "--model".into(),
-                s(m).into(),
-                "--manifest".into(),
-                s(&weld.join("manifest.json")).into(),
-            ]),
-        }
-        args.extend(
-            ["--target", "cell_2245", "--version", version, "--out", s(&out)]
-                .iter()
-                .map(|x| x.to_string()),
-        );
-        args.extend(extra.iter().map(|x| x.to_string()));
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        let built = ok(&refs);
-        assert!(built.contains(&format!("weld_seam {version} for cell_2245")), "{built}");
-        let signed = ok(&["bundle", "sign", s(&out), "--key", s(&self.key(signer))]);
-        assert!(signed.contains(&format!("with key \"{signer}\"")), "{signed}");
-        out
-    }
-
-    /// `triad bundle build --from DIR` for `target` + `sign`.
-    fn bundle_from(&self, name: &str, from: &Path, target: &str, version: &str, extra: &[&str]) -> PathBuf {
-        let out = self.p(name);
-        let mut args = vec![
-            "bundle",
-            "build",
-            "--from",
-            s(from),
-            "--target",
-            target,
-            "--version",
-            version,
-            "--out",
-            s(&out),
-        ];
+        let mut args = vec!["bundle", "build"];
+        args.extend_from_slice(source);
+        args.extend_from_slice(&["--target", target, "--version", version, "--out", s(&out)]);
         args.extend_from_slice(extra);
         let built = ok(&args);
         assert!(built.contains(&format!(" {version} for {target}")), "{built}");
-        ok(&["bundle", "sign", s(&out), "--key", s(&self.key("release-2025"))]);
+        let signed = ok(&["bundle", "sign", s(&out), "--key", s(&self.key(signer))]);
+        assert!(signed.contains(&format!("with key \"{signer}\"")), "{signed}");
+        (out, built)
+    }
+
+    /// A signed bundle of the weld model (or another ONNX file with its manifest) for `cell_2245`.
+    fn bundle(&self, name: &str, version: &str, onnx: Option<&Path>, extra: &[&str], signer: &str) -> PathBuf {
+        let weld = workspace_root().join("inspect/models/weld_seam");
+        let manifest = weld.join("manifest.json");
+        let source = match onnx {
+            None => vec!["--from", s(&weld)],
+            Some(m) => vec!["--model", s(m), "--manifest", s(&manifest)],
+        };
+        let (out, built) = self.build_signed(name, &source, "cell_2245", version, extra, signer);
+        assert!(built.contains(&format!("weld_seam {version} for cell_2245")), "{built}");
         out
+    }
+
+    /// A bundle of the model directory `from` for `target`, signed with `release-2025`.
+    fn bundle_from(&self, name: &str, from: &Path, target: &str, version: &str, extra: &[&str]) -> PathBuf {
+        self.build_signed(name, &["--from", s(from)], target, version, extra, "release-2025")
+            .0
     }
 
     fn token(&self, args: &[&str]) -> PathBuf {
@@ -223,16 +216,20 @@ impl Node {
             .unwrap()
     }
 
-    /// The inspection cell's model version and status.
-    async fn running(&self) -> (String, Value) {
+    /// The status of model target `id` (`GET /api/models`).
+    async fn target(&self, id: &str) -> Value {
         let m = self.get("/api/models").await;
-        let cell = m
-            .as_array()
+        m.as_array()
             .unwrap()
             .iter()
-            .find(|t| t["target"] == "cell_2245")
+            .find(|t| t["target"] == id)
             .cloned()
-            .unwrap_or_else(|| panic!("no cell target in {m}"));
+            .unwrap_or_else(|| panic!("no target {id} in {m}"))
+    }
+
+    /// The inspection cell's model version and status.
+    async fn running(&self) -> (String, Value) {
+        let cell = self.target("cell_2245").await;
         (cell["current"]["version"].as_str().unwrap().to_string(), cell)
     }
 
@@ -271,6 +268,21 @@ fn deploy(node: &Node, bundle: &Path, token: &Path) -> Output {
             &node.url,
             "--bundle",
             s(bundle),
+            "--token-file",
+            s(token),
+        ],
+        &[],
+    )
+}
+
+fn rollback(node: &Node, target: &str, token: &Path) -> Output {
+    triad(
+        &[
+            "rollback",
+            "--node",
+            &node.url,
+            "--target",
+            target,
             "--token-file",
             s(token),
         ],
@@ -397,33 +409,11 @@ async fn ship_deploy_restart_replay_rollback_and_the_nan_fuse_through_the_binary
 
     // Rollback needs a rollback token.
     let dtok = setup.token(&["--use", "deploy", "--bundle", s(&b11)]);
-    let o = triad(
-        &[
-            "rollback",
-            "--node",
-            &node.url,
-            "--target",
-            "cell_2245",
-            "--token-file",
-            s(&dtok),
-        ],
-        &[],
-    );
+    let o = rollback(&node, "cell_2245", &dtok);
     assert_eq!(o.status.code(), Some(3), "{}", text(&o));
     assert!(text(&o).contains("token_wrong_use"), "{}", text(&o));
     let rtok = setup.token(&["--use", "rollback", "--target", "cell_2245"]);
-    let o = triad(
-        &[
-            "rollback",
-            "--node",
-            &node.url,
-            "--target",
-            "cell_2245",
-            "--token-file",
-            s(&rtok),
-        ],
-        &[],
-    );
+    let o = rollback(&node, "cell_2245", &rtok);
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(node.running().await.0, "1.0.0");
 
@@ -452,14 +442,10 @@ async fn ship_deploy_restart_replay_rollback_and_the_nan_fuse_through_the_binary
     );
     let o = deploy(&node, &bnan, &setup.token(&["--use", "deploy", "--bundle", s(&bnan)]));
     assert!(o.status.success(), "{}", text(&o));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let auto = loop {
-        if let Some(a) = node.audit().await.into_iter().find(|a| a["action"] == "auto_rollback") {
-            break a;
-        }
-        assert!(Instant::now() < deadline, "the fuse did not roll the NaN model back");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let auto = wait_audit(&node, "the fuse did not roll the NaN model back", |a| {
+        a["action"] == "auto_rollback"
+    })
+    .await;
     assert_eq!(auto["code"], "fuse_non_finite", "{auto}");
     assert_eq!(
         (auto["from_version"].as_str(), auto["to_version"].as_str()),
@@ -647,16 +633,6 @@ fn export_thermal(out: &Path, args: &[&str]) {
     assert!(o.status.success(), "export_thermal_onnx.py failed: {}", text(&o));
 }
 
-async fn twin_status(node: &Node) -> Value {
-    let m = node.get("/api/models").await;
-    m.as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["target"] == "battery_pack_89")
-        .cloned()
-        .unwrap_or_else(|| panic!("no twin target in {m}"))
-}
-
 async fn wait_audit(node: &Node, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -673,7 +649,7 @@ async fn the_twin_model_is_shipped_swapped_fused_and_reloaded_like_an_inspection
     let _g = node_lock().await;
     let setup = Setup::new("e2e-twin");
     let mut node = Node::start(&setup).await;
-    let t = twin_status(&node).await;
+    let t = node.target("battery_pack_89").await;
     assert_eq!(t["kind"], "twin", "{t}");
     assert_eq!(
         (t["current"]["name"].as_str(), t["current"]["version"].as_str()),
@@ -754,7 +730,7 @@ async fn the_twin_model_is_shipped_swapped_fused_and_reloaded_like_an_inspection
         (Some("1.2.0"), Some("1.1.0")),
         "{auto}"
     );
-    assert_eq!(twin_status(&node).await["current"]["version"], "1.1.0");
+    assert_eq!(node.target("battery_pack_89").await["current"]["version"], "1.1.0");
     let state = node.get("/api/state").await;
     let predicted = state["twin"]["predicted_c"].as_f64().unwrap();
     assert!(
@@ -770,7 +746,7 @@ async fn the_twin_model_is_shipped_swapped_fused_and_reloaded_like_an_inspection
     // Restart: the deployed twin model is re-verified and comes back.
     node.stop();
     node = Node::start(&setup).await;
-    assert_eq!(twin_status(&node).await["current"]["version"], "1.1.0");
+    assert_eq!(node.target("battery_pack_89").await["current"]["version"], "1.1.0");
     let audit = node.audit().await;
     assert!(
         audit
@@ -816,25 +792,16 @@ async fn models_are_deployed_and_rolled_back_over_pulsar_by_a_python_client() {
     let _g = node_lock().await;
     let (service, admin) = triad_tests::pulsar_env();
     let device = format!("edge-{}", triad_tests::unique("m"));
-    let bus = format!("[bus]\nbackend = \"pulsar\"\nurl = \"{service}\"\nadmin_url = \"{admin}\"\n");
+    let bus = triad_tests::pulsar_bus(&service, &admin, &[]);
     let setup = Setup::build("e2e-bus-deploy", &device, &bus);
     let node = Node::start(&setup).await;
     // The node's subscription exists before anything is sent.
-    let subs = format!("{admin}/admin/v2/persistent/public/default/models.{device}.request/subscriptions");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        assert!(
-            Instant::now() < deadline,
-            "the node never subscribed to its model request topic"
-        );
-        if let Ok(r) = reqwest::get(&subs).await
-            && r.status() == 200
-            && r.text().await.unwrap().contains("triad-node-models")
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    triad_tests::wait_for_subscription(
+        &admin,
+        &format!("persistent://public/default/models.{device}.request"),
+        "triad-node-models",
+    )
+    .await;
     let origin = |id: &str| format!("bus models/{device}/request {id}");
     let decision = |id: String| {
         let node = &node;

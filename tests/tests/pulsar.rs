@@ -31,10 +31,6 @@ fn same_fields<M: triad_schemas::BusMessage>(msgs: &[serde_json::Value]) -> Vec<
         .collect()
 }
 
-fn pulsar_extra(service: &str, admin: &str) -> String {
-    format!("[bus]\nbackend = \"pulsar\"\nurl = \"{service}\"\nadmin_url = \"{admin}\"\n")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_closed_loop_over_pulsar_is_read_field_for_field_by_the_python_client() {
     let _serial = node_lock().await;
@@ -42,7 +38,11 @@ async fn the_closed_loop_over_pulsar_is_read_field_for_field_by_the_python_clien
     let id = unique("p");
     let dir = TempDir::new("pulsar-loop");
     let cfg = dir.path().join("triad.toml");
-    std::fs::write(&cfg, unique_config(&id, &pulsar_extra(&service, &admin))).unwrap();
+    std::fs::write(
+        &cfg,
+        unique_config(&id, &triad_tests::pulsar_bus(&service, &admin, &[])),
+    )
+    .unwrap();
     let mes = RecordingMes::start("127.0.0.1:0".parse().unwrap(), vec![]).await;
     let url = mes.url();
     let r = triad_tests::run_scenario(
@@ -129,7 +129,11 @@ async fn the_node_reads_commands_the_python_client_publishes() {
     let id = unique("c");
     let dir = TempDir::new("pulsar-cmd");
     let cfg = dir.path().join("triad.toml");
-    std::fs::write(&cfg, unique_config(&id, &pulsar_extra(&service, &admin))).unwrap();
+    std::fs::write(
+        &cfg,
+        unique_config(&id, &triad_tests::pulsar_bus(&service, &admin, &[])),
+    )
+    .unwrap();
     let port = triad_tests::free_port();
     let mut node = Command::new(triad_bin())
         .args(["run", "--sim", "--scenario", "nominal", "--duration", "25s", "--config"])
@@ -146,24 +150,12 @@ async fn the_node_reads_commands_the_python_client_publishes() {
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
     // Wait until the node's command subscription exists.
-    let sub_topic = format!("persistent/public/default/ctrl.axis_{id}.cmd");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        assert!(
-            Instant::now() < deadline,
-            "the node never subscribed to its command topic"
-        );
-        if let Ok(r) = http
-            .get(format!("{admin}/admin/v2/{sub_topic}/subscriptions"))
-            .send()
-            .await
-            && r.status() == 200
-            && r.text().await.unwrap().contains("triad-node-commands")
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    triad_tests::wait_for_subscription(
+        &admin,
+        &format!("persistent://public/default/ctrl.axis_{id}.cmd"),
+        "triad-node-commands",
+    )
+    .await;
     let cmd = serde_json::json!({
         "envelope": {"schema_version": 1, "node": "python-client", "sequence": 1, "stamp_ns": triad_tests::now_ns(), "clock": "FreeRunning", "clock_offset_ns": null},
         "command_id": format!("py-{id}"), "axis": format!("axis_{id}"), "action": "SetRate", "value": 10.0,
@@ -237,7 +229,11 @@ async fn incompatible_schemas_are_refused_by_the_broker_and_by_the_node() {
     //    whose `health` is a string is refused by the broker.
     let dir = TempDir::new("pulsar-schema");
     let cfg = dir.path().join("triad.toml");
-    std::fs::write(&cfg, unique_config(&id, &pulsar_extra(&service, &admin))).unwrap();
+    std::fs::write(
+        &cfg,
+        unique_config(&id, &triad_tests::pulsar_bus(&service, &admin, &[])),
+    )
+    .unwrap();
     let o = triad(
         &[
             "schemas",
@@ -294,7 +290,11 @@ async fn incompatible_schemas_are_refused_by_the_broker_and_by_the_node() {
         .unwrap();
     assert_eq!(res.status(), 200);
     let cfg2 = dir.path().join("triad2.toml");
-    std::fs::write(&cfg2, unique_config(&id2, &pulsar_extra(&service, &admin))).unwrap();
+    std::fs::write(
+        &cfg2,
+        unique_config(&id2, &triad_tests::pulsar_bus(&service, &admin, &[])),
+    )
+    .unwrap();
     let o = triad(
         &[
             "schemas",

@@ -6,7 +6,7 @@
 //! without that CA it does not connect, says why, and loses nothing.
 
 use std::process::Command;
-use triad_tests::{TempDir, node_lock, pulsar_read, triad, unique, unique_config, workspace_root};
+use triad_tests::{TempDir, node_lock, pulsar_bus, pulsar_read, triad, unique, unique_config, workspace_root};
 
 struct Broker {
     run_dir: TempDir,
@@ -56,6 +56,41 @@ fn text(o: &std::process::Output) -> String {
     )
 }
 
+/// Run the node for 8 s with `config` against a broker that will not let it
+/// in; it must run on regardless. Returns what it logged and its report,
+/// after checking that its results waited in the outbox.
+fn run_refused(config: &std::path::Path, state: &std::path::Path) -> (String, serde_json::Value) {
+    let report = state.join("r.json");
+    let o = triad(
+        &[
+            "run",
+            "--sim",
+            "--scenario",
+            "nominal",
+            "--duration",
+            "8s",
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+            config.to_str().unwrap(),
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--report",
+            report.to_str().unwrap(),
+        ],
+        &[("TRIAD_LOG", "warn")],
+    );
+    let said = text(&o);
+    assert!(o.status.success(), "the node must run without the broker: {said}");
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert!(
+        r["outbox_pending_bus"].as_u64().unwrap() > 10,
+        "results wait in the outbox: {}",
+        r["outbox_pending_bus"]
+    );
+    (said, r)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_authentication_and_tls_let_the_node_in_and_keep_strangers_out() {
     let _serial = node_lock().await;
@@ -102,9 +137,7 @@ async fn token_authentication_and_tls_let_the_node_in_and_keep_strangers_out() {
 
     // The node with its token: everything reaches the broker.
     let with_token = dir.path().join("token.toml");
-    let bus = format!(
-        "[bus]\nbackend = \"pulsar\"\nurl = \"{service}\"\nadmin_url = \"{admin}\"\ntoken_file = \"{token}\"\n"
-    );
+    let bus = pulsar_bus(&service, &admin, &[format!("token_file = \"{token}\"")]);
     std::fs::write(&with_token, unique_config(&id, &bus)).unwrap();
     let state = TempDir::new("pulsar-auth-state");
     let r = triad_tests::run_scenario(
@@ -131,37 +164,10 @@ async fn token_authentication_and_tls_let_the_node_in_and_keep_strangers_out() {
     // its results in the outbox.
     let id2 = unique("n");
     let no_token = dir.path().join("anon.toml");
-    let bus = format!("[bus]\nbackend = \"pulsar\"\nurl = \"{service}\"\nadmin_url = \"{admin}\"\n");
+    let bus = pulsar_bus(&service, &admin, &[]);
     std::fs::write(&no_token, unique_config(&id2, &bus)).unwrap();
     let state2 = TempDir::new("pulsar-auth-anon");
-    let report = state2.path().join("r.json");
-    let o = triad(
-        &[
-            "run",
-            "--sim",
-            "--scenario",
-            "nominal",
-            "--duration",
-            "8s",
-            "--listen",
-            "127.0.0.1:0",
-            "--config",
-            no_token.to_str().unwrap(),
-            "--state-dir",
-            state2.path().to_str().unwrap(),
-            "--report",
-            report.to_str().unwrap(),
-        ],
-        &[("TRIAD_LOG", "warn")],
-    );
-    let said = text(&o);
-    assert!(o.status.success(), "the node must run without the broker: {said}");
-    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
-    assert!(
-        r["outbox_pending_bus"].as_u64().unwrap() > 10,
-        "results wait in the outbox: {}",
-        r["outbox_pending_bus"]
-    );
+    let (said, r) = run_refused(&no_token, state2.path());
     assert!(r["control"]["cycles"].as_u64().unwrap() > 6000, "control ran");
     assert!(
         said.contains("Pulsar") && (said.contains("401") || said.to_lowercase().contains("auth")),
@@ -178,8 +184,10 @@ async fn token_authentication_and_tls_let_the_node_in_and_keep_strangers_out() {
     assert!(tls_url.starts_with("pulsar+ssl://127.0.0.1:"), "{tls_url}");
     let id3 = unique("t");
     let tls_cfg = dir.path().join("tls.toml");
-    let bus = format!(
-        "[bus]\nbackend = \"pulsar\"\nurl = \"{tls_url}\"\nadmin_url = \"{admin}\"\ntoken_file = \"{token}\"\ntls_ca_file = \"{ca}\"\n"
+    let bus = pulsar_bus(
+        &tls_url,
+        &admin,
+        &[format!("token_file = \"{token}\""), format!("tls_ca_file = \"{ca}\"")],
     );
     std::fs::write(&tls_cfg, unique_config(&id3, &bus)).unwrap();
     let state3 = TempDir::new("pulsar-tls-state");
@@ -200,39 +208,10 @@ async fn token_authentication_and_tls_let_the_node_in_and_keep_strangers_out() {
     // a log line that says why, results kept in the outbox.
     let id4 = unique("u");
     let untrusted = dir.path().join("untrusted.toml");
-    let bus = format!(
-        "[bus]\nbackend = \"pulsar\"\nurl = \"{tls_url}\"\nadmin_url = \"{admin}\"\ntoken_file = \"{token}\"\n"
-    );
+    let bus = pulsar_bus(&tls_url, &admin, &[format!("token_file = \"{token}\"")]);
     std::fs::write(&untrusted, unique_config(&id4, &bus)).unwrap();
     let state4 = TempDir::new("pulsar-tls-untrusted");
-    let report = state4.path().join("r.json");
-    let o = triad(
-        &[
-            "run",
-            "--sim",
-            "--scenario",
-            "nominal",
-            "--duration",
-            "8s",
-            "--listen",
-            "127.0.0.1:0",
-            "--config",
-            untrusted.to_str().unwrap(),
-            "--state-dir",
-            state4.path().to_str().unwrap(),
-            "--report",
-            report.to_str().unwrap(),
-        ],
-        &[("TRIAD_LOG", "warn")],
-    );
-    let said = text(&o);
-    assert!(o.status.success(), "the node must run without the broker: {said}");
-    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
-    assert!(
-        r["outbox_pending_bus"].as_u64().unwrap() > 10,
-        "results wait in the outbox: {}",
-        r["outbox_pending_bus"]
-    );
+    let (said, _) = run_refused(&untrusted, state4.path());
     assert!(
         said.contains("UnknownIssuer") && said.contains("set [bus] tls_ca_file"),
         "the log must say the certificate is not trusted and what to set: {said}"
