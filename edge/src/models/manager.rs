@@ -193,6 +193,8 @@ pub enum BundlePayload {
 }
 
 type Reply = tokio::sync::oneshot::Sender<Result<DeployReport, Refusal>>;
+/// The service's answer to a request, to await or to block on.
+type Answer = tokio::sync::oneshot::Receiver<Result<DeployReport, Refusal>>;
 
 enum Msg {
     Deploy {
@@ -694,10 +696,7 @@ impl ModelService {
         )?)
     }
 
-    fn request(
-        &self,
-        make: impl FnOnce(Reply) -> Msg,
-    ) -> tokio::sync::oneshot::Receiver<Result<DeployReport, Refusal>> {
+    fn request(&self, make: impl FnOnce(Reply) -> Msg) -> Answer {
         let (reply, rx) = tokio::sync::oneshot::channel();
         if self.inner.tx.send(make(reply)).is_err() {
             let (reply, rx2) = tokio::sync::oneshot::channel();
@@ -715,6 +714,25 @@ impl ModelService {
         }
     }
 
+    fn deploy_request(&self, target: &str, token: &str, bundle: BundlePayload, origin: &str) -> Answer {
+        self.request(|reply| Msg::Deploy {
+            target: target.into(),
+            token: token.into(),
+            bundle,
+            origin: origin.into(),
+            reply,
+        })
+    }
+
+    fn rollback_request(&self, target: &str, token: &str, origin: &str) -> Answer {
+        self.request(|reply| Msg::Rollback {
+            target: target.into(),
+            token: token.into(),
+            origin: origin.into(),
+            reply,
+        })
+    }
+
     /// Deploy `bundle` to `target`, authorised by `token`. `origin` names the
     /// front end and peer for the audit log.
     pub async fn deploy(
@@ -724,13 +742,7 @@ impl ModelService {
         bundle: BundlePayload,
         origin: &str,
     ) -> Result<DeployReport, Refusal> {
-        let rx = self.request(|reply| Msg::Deploy {
-            target: target.into(),
-            token: token.into(),
-            bundle,
-            origin: origin.into(),
-            reply,
-        });
+        let rx = self.deploy_request(target, token, bundle, origin);
         rx.await.unwrap_or_else(|_| Err(Self::gone()))
     }
 
@@ -742,35 +754,19 @@ impl ModelService {
         bundle: BundlePayload,
         origin: &str,
     ) -> Result<DeployReport, Refusal> {
-        let rx = self.request(|reply| Msg::Deploy {
-            target: target.into(),
-            token: token.into(),
-            bundle,
-            origin: origin.into(),
-            reply,
-        });
+        let rx = self.deploy_request(target, token, bundle, origin);
         rx.blocking_recv().unwrap_or_else(|_| Err(Self::gone()))
     }
 
     /// Roll `target` back to its previous model, authorised by `token`.
     pub async fn rollback(&self, target: &str, token: &str, origin: &str) -> Result<DeployReport, Refusal> {
-        let rx = self.request(|reply| Msg::Rollback {
-            target: target.into(),
-            token: token.into(),
-            origin: origin.into(),
-            reply,
-        });
+        let rx = self.rollback_request(target, token, origin);
         rx.await.unwrap_or_else(|_| Err(Self::gone()))
     }
 
     /// [`ModelService::rollback`] from synchronous code.
     pub fn rollback_blocking(&self, target: &str, token: &str, origin: &str) -> Result<DeployReport, Refusal> {
-        let rx = self.request(|reply| Msg::Rollback {
-            target: target.into(),
-            token: token.into(),
-            origin: origin.into(),
-            reply,
-        });
+        let rx = self.rollback_request(target, token, origin);
         rx.blocking_recv().unwrap_or_else(|_| Err(Self::gone()))
     }
 
