@@ -11,6 +11,7 @@ mod model_swap_util;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use model_swap_util::*;
+use triad_edge::models::bundle::test_support::raw_tar;
 use triad_edge::models::bundle::{self, BundleLimits, MANIFEST_FILE, MODEL_FILE};
 use triad_edge::models::manager::ModelsSettings;
 use triad_edge::models::token::{self, Audience};

@@ -802,12 +802,13 @@ pub fn build(spec: BuildSpec) -> Result<Bundle, BundleError> {
     Ok(b)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A USTAR archive with arbitrary (unchecked) names, for attack tests.
-    pub(crate) fn raw_tar(entries: &[(&str, u8, &[u8])]) -> Vec<u8> {
+/// Builders of hostile archives for the attack tests; the node never uses
+/// them (feature `test-support`, which `triad-tests` turns on).
+#[cfg(any(test, feature = "test-support"))]
+pub mod test_support {
+    /// A USTAR archive with arbitrary (unchecked) entry names and types
+    /// (`b'0'` file, `b'2'` symbolic link, …).
+    pub fn raw_tar(entries: &[(&str, u8, &[u8])]) -> Vec<u8> {
         let mut out = Vec::new();
         for (name, kind, data) in entries {
             let mut h = [0u8; 512];
@@ -815,8 +816,7 @@ mod tests {
             h[100..107].copy_from_slice(b"0000644");
             h[108..115].copy_from_slice(b"0000000");
             h[116..123].copy_from_slice(b"0000000");
-            let size = format!("{:011o}", data.len());
-            h[124..135].copy_from_slice(size.as_bytes());
+            h[124..135].copy_from_slice(format!("{:011o}", data.len()).as_bytes());
             h[136..147].copy_from_slice(b"00000000000");
             h[156] = *kind;
             h[257..263].copy_from_slice(b"ustar\0");
@@ -831,6 +831,12 @@ mod tests {
         out.resize(out.len() + 1024, 0);
         out
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::raw_tar;
+    use super::*;
 
     #[test]
     fn paths_are_cleaned_or_refused_by_name() {

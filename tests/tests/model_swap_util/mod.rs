@@ -413,31 +413,6 @@ fn start_service(dir: &Path, keys: &Keys, settings: ModelsSettings) -> (ModelSer
     (service, audit)
 }
 
-/// A USTAR archive with arbitrary (unchecked) entry names and types.
-pub fn raw_tar(entries: &[(&str, u8, &[u8])]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for (name, kind, data) in entries {
-        let mut h = [0u8; 512];
-        h[..name.len()].copy_from_slice(name.as_bytes());
-        h[100..107].copy_from_slice(b"0000644");
-        h[108..115].copy_from_slice(b"0000000");
-        h[116..123].copy_from_slice(b"0000000");
-        h[124..135].copy_from_slice(format!("{:011o}", data.len()).as_bytes());
-        h[136..147].copy_from_slice(b"00000000000");
-        h[156] = *kind;
-        h[257..263].copy_from_slice(b"ustar\0");
-        h[263..265].copy_from_slice(b"00");
-        h[148..156].copy_from_slice(b"        ");
-        let sum: u32 = h.iter().map(|b| *b as u32).sum();
-        h[148..155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
-        out.extend_from_slice(&h);
-        out.extend_from_slice(data);
-        out.resize(out.len().div_ceil(512) * 512, 0);
-    }
-    out.resize(out.len() + 1024, 0);
-    out
-}
-
 /// The files of `b` as raw tar entries (to add hostile ones).
 pub fn entries(b: &Bundle) -> Vec<(String, Vec<u8>)> {
     b.paths().map(|p| (p.to_string(), b.get(p).unwrap().to_vec())).collect()
