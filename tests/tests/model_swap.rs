@@ -13,7 +13,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use model_swap_util::*;
 use triad_edge::models::bundle::test_support::raw_tar;
 use triad_edge::models::bundle::{self, BundleLimits, MANIFEST_FILE, MODEL_FILE};
-use triad_edge::models::manager::ModelsSettings;
+use triad_edge::models::manager::{BundlePayload, ModelsSettings};
 use triad_edge::models::token::{self, Audience};
 
 #[test]
@@ -130,6 +130,55 @@ fn a_token_for_another_target_is_refused() {
     let mut c = deploy_claims(&b);
     c.sub = "cell_9".into();
     rig.assert_refused(rig.deploy(&b, &rig.token(&c)), "token_target", "target \"cell_9\"", 1);
+}
+
+#[test]
+fn a_deploy_or_rollback_for_an_unknown_target_is_refused_before_the_token_is_used() {
+    let rig = Rig::new("ms-unknown");
+    let b = weld_bundle("1.1.0", &rig.keys.release);
+    let mut c = deploy_claims(&b);
+    c.sub = "cell_9".into();
+    let tok = rig.token(&c);
+    let r = rig
+        .service
+        .deploy_blocking("cell_9", &tok, BundlePayload::Archive(b.to_archive()), "test");
+    let e = r.expect_err("no such target");
+    assert_eq!(e.code(), "unknown_target", "{e}");
+    assert!(
+        e.to_string().contains("cell_2245"),
+        "the refusal names the known targets: {e}"
+    );
+    let mut rc = rollback_claims();
+    rc.sub = "cell_9".into();
+    let e = rig
+        .service
+        .rollback_blocking("cell_9", &rig.token(&rc), "test")
+        .expect_err("no such target");
+    assert_eq!(e.code(), "unknown_target", "{e}");
+    let last: Vec<_> = rig
+        .audit
+        .recent(2)
+        .into_iter()
+        .map(|a| (a.action, a.code, a.target))
+        .collect();
+    assert_eq!(
+        last,
+        [
+            ("deploy".to_string(), "unknown_target".to_string(), "cell_9".to_string()),
+            (
+                "rollback".to_string(),
+                "unknown_target".to_string(),
+                "cell_9".to_string()
+            )
+        ]
+    );
+    // The token was not used up: it is refused for its target, not as a replay.
+    let e = rig
+        .service
+        .deploy_blocking("cell_9", &tok, BundlePayload::Archive(b.to_archive()), "test")
+        .expect_err("still no such target");
+    assert_eq!(e.code(), "unknown_target", "{e}");
+    assert_eq!(rig.running(), ("1.0.0".to_string(), 1));
 }
 
 #[test]

@@ -892,6 +892,31 @@ impl Manager {
         self.targets.keys().cloned().collect()
     }
 
+    /// The first gate of a request: the target exists, then checks 1–5 of
+    /// the token (the replay check uses it up). A refusal is audited under
+    /// `action`.
+    fn admit(
+        &mut self,
+        action: &str,
+        use_: TokenUse,
+        target: &str,
+        token: &str,
+        origin: &str,
+    ) -> Result<VerifiedToken, Refusal> {
+        let checked = if self.targets.contains_key(target) {
+            let now_s = self.now_s();
+            let ctx = self.ctx();
+            let mut replay = self.replay.lock().expect("replay poisoned");
+            check_token(token, use_, target, &ctx, now_s, &mut *replay)
+        } else {
+            Err(Refusal::UnknownTarget {
+                target: target.into(),
+                known: self.known(),
+            })
+        };
+        checked.inspect_err(|r| self.refuse(action, target, origin, token, None, r))
+    }
+
     fn deploy(
         &mut self,
         target: &str,
@@ -900,32 +925,13 @@ impl Manager {
         origin: &str,
     ) -> Result<DeployReport, Refusal> {
         let t0 = Instant::now();
-        let Some(t) = self.targets.get(target) else {
-            let r = Refusal::UnknownTarget {
-                target: target.into(),
-                known: self.known(),
-            };
-            self.refuse("deploy", target, origin, token, None, &r);
-            return Err(r);
-        };
+        // Checks 1–5 (token), then 6–12 (bundle), audited with the token's issuer.
+        let tok = self.admit("deploy", TokenUse::Deploy, target, token, origin)?;
+        let t = &self.targets[target];
         let state = TargetState {
             id: target.into(),
             kind: t.spec.kind,
             running_version: t.current.info.version.clone(),
-        };
-        let now_s = self.now_s();
-        // Checks 1–5 (token), then 6–12 (bundle), audited with the token's issuer.
-        let tok = {
-            let ctx = self.ctx();
-            let mut replay = self.replay.lock().expect("replay poisoned");
-            check_token(token, TokenUse::Deploy, target, &ctx, now_s, &mut *replay)
-        };
-        let tok = match tok {
-            Ok(t) => t,
-            Err(r) => {
-                self.refuse("deploy", target, origin, token, None, &r);
-                return Err(r);
-            }
         };
         let verified = {
             let input = match &payload {
@@ -1165,27 +1171,7 @@ impl Manager {
 
     fn rollback(&mut self, target: &str, token: &str, origin: &str) -> Result<DeployReport, Refusal> {
         let t0 = Instant::now();
-        if !self.targets.contains_key(target) {
-            let r = Refusal::UnknownTarget {
-                target: target.into(),
-                known: self.known(),
-            };
-            self.refuse("rollback", target, origin, token, None, &r);
-            return Err(r);
-        }
-        let now_s = self.now_s();
-        let tok = {
-            let ctx = self.ctx();
-            let mut replay = self.replay.lock().expect("replay poisoned");
-            check_token(token, TokenUse::Rollback, target, &ctx, now_s, &mut *replay)
-        };
-        let tok = match tok {
-            Ok(t) => t,
-            Err(r) => {
-                self.refuse("rollback", target, origin, token, None, &r);
-                return Err(r);
-            }
-        };
+        let tok = self.admit("rollback", TokenUse::Rollback, target, token, origin)?;
         match self.roll_back(target) {
             Ok(rep) => {
                 self.record(AuditRecord {
