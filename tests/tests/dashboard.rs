@@ -122,6 +122,22 @@ async fn chromium_shows_live_values_and_the_alert() {
             break s;
         }
     };
+    // The axis view follows the control thread's telemetry samples (one
+    // every 50 ms), while the derate and the work order come within ~10 ms
+    // of the alert: wait up to 1 s for the sample after the derate.
+    let mut state = state;
+    let settle = Instant::now() + Duration::from_secs(1);
+    while state["axis"]["mode"] != "Derated" && Instant::now() < settle {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        state = http
+            .get(format!("{base}/api/state"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    }
     assert_eq!(state["axis"]["mode"], "Derated");
     assert_eq!(state["alerts"][0]["state"], "Raised");
 
