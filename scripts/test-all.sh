@@ -5,9 +5,12 @@
 #   1. system packages (Debian): protoc, Chromium, linuxptp, rt-tests, socat (Java and Maven for Pulsar)
 #   2. Rust components: rustfmt, clippy
 #   3. Python peers in .venv: onnxruntime, onnx, pulsar-client, PyJWT, ...
-#   4. formatting and lints (rustfmt, clippy -D warnings)
-#   5. the triad binary and an Apache Pulsar standalone broker (deploy/pulsar)
-#   6. `cargo test --workspace`; the broker is stopped at the end
+#   4. the main job builds with Rust alone: `cargo check` of the default build
+#      with protoc hidden (an empty bind mount in a private mount namespace)
+#   5. formatting and lints (rustfmt, clippy -D warnings)
+#   6. the triad binary (with the Pulsar backend) and an Apache Pulsar
+#      standalone broker (deploy/pulsar)
+#   7. `cargo test --workspace`; the broker is stopped at the end
 #
 # Environment: TRIAD_SKIP_INSTALL=1 skips steps 1-3 (they are idempotent anyway).
 set -euo pipefail
@@ -24,6 +27,7 @@ if [ "${TRIAD_SKIP_INSTALL:-0}" != 1 ]; then
   command -v ptp4l >/dev/null || need+=(linuxptp)
   command -v cyclictest >/dev/null || need+=(rt-tests)
   command -v socat >/dev/null || need+=(socat)
+  command -v bsdtar >/dev/null || need+=(libarchive-tools)
   command -v mvn >/dev/null || need+=(maven)
   command -v java >/dev/null || need+=(default-jdk-headless)
   command -v curl >/dev/null || need+=(curl)
@@ -49,12 +53,24 @@ if [ "${TRIAD_SKIP_INSTALL:-0}" != 1 ]; then
   .venv/bin/python -c "import onnxruntime, onnx, pulsar, jwt; print('onnxruntime', onnxruntime.__version__)"
 fi
 
+step "the main job builds with Rust alone (protoc hidden)"
+# The README's first command must build on a machine with only Rust: the
+# default features leave out pulsar-rs, whose build script needs protoc.
+if cargo tree --locked -e normal,build -i pulsar >/dev/null 2>&1; then
+  echo "the default build pulls in pulsar-rs (protoc needed):"; cargo tree --locked -e normal,build -i pulsar; exit 1
+fi
+if command -v protoc >/dev/null && command -v unshare >/dev/null && unshare --mount true 2>/dev/null; then
+  unshare --mount sh -ec 'mount --bind /dev/null "$(command -v protoc)"; ! protoc --version >/dev/null 2>&1; cargo check --locked --bin triad'
+else
+  PROTOC=/nonexistent/protoc cargo check --locked --bin triad
+fi
+
 step "format and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "build the triad binary"
-cargo build --locked -p triad-edge --bin triad
+step "build the triad binary (with the Pulsar backend, as the tests use it)"
+cargo build --locked --workspace --bins
 
 step "Apache Pulsar standalone broker"
 # Fetched from Maven Central on first use (cached), bound to 127.0.0.1.

@@ -182,7 +182,7 @@ fn run_schemas(a: SchemasArgs) -> ExitCode {
     let token = match a
         .token_file
         .or(token_file)
-        .map(|f| crate::bus::pulsar::read_token(&f))
+        .map(|f| crate::bus::pulsar_admin::read_token(&f))
         .transpose()
     {
         Ok(t) => t,
@@ -224,6 +224,13 @@ fn run_schemas(a: SchemasArgs) -> ExitCode {
     }
 }
 
+#[cfg(not(feature = "pulsar"))]
+fn run_bus_load(_: BusLoadArgs) -> ExitCode {
+    eprintln!("triad bus-load: {}", crate::bus::PULSAR_NOT_BUILT);
+    ExitCode::from(2)
+}
+
+#[cfg(feature = "pulsar")]
 fn run_bus_load(a: BusLoadArgs) -> ExitCode {
     let mut p = match config::PulsarConfig::for_url(&a.bus) {
         Ok(p) => p,

@@ -3,8 +3,10 @@
 //! - [`embedded`]: in-process (the default): every topic is a broadcast
 //!   channel; producers register their Avro schema and are refused if it is
 //!   not BACKWARD compatible with the registered one, as a broker would.
-//! - [`pulsar`]: Apache Pulsar through pulsar-rs, with the schemas registered
-//!   in the broker's registry ([`pulsar_admin`]).
+//! - `pulsar`: Apache Pulsar through pulsar-rs, with the schemas registered
+//!   in the broker's registry ([`pulsar_admin`]). Built with the cargo feature
+//!   `pulsar` (pulsar-rs needs `protoc` at build time); without it the node
+//!   refuses `[bus] backend = "pulsar"` at start with [`PULSAR_NOT_BUILT`].
 //!
 //! Above the backends sit the durable [`outbox`] (redb) for at-least-once
 //! topics, and the [`publisher`], which stamps envelopes, numbers messages,
@@ -13,6 +15,7 @@
 pub mod embedded;
 pub mod outbox;
 pub mod publisher;
+#[cfg(feature = "pulsar")]
 pub mod pulsar;
 pub mod pulsar_admin;
 pub mod tools;
@@ -21,6 +24,11 @@ use std::future::Future;
 use std::pin::Pin;
 use thiserror::Error;
 use triad_schemas::Topic;
+
+/// What a node built without the `pulsar` feature says when asked for Pulsar.
+pub const PULSAR_NOT_BUILT: &str = "this triad was built without the Apache Pulsar backend; rebuild it with \
+`cargo build --release --features pulsar` (pulsar-rs needs protoc: `apt install protobuf-compiler`), \
+or set [bus] backend = \"embedded\"";
 
 /// A message as it travels: topic, key, sequence and the Avro payload.
 #[derive(Clone, Debug, PartialEq)]

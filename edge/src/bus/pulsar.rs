@@ -78,24 +78,10 @@ fn admin_err(e: AdminError) -> BusError {
     unavailable(e.to_string())
 }
 
-/// Read the JWT from `path` (trimmed). The token is never logged.
-pub fn read_token(path: &std::path::Path) -> Result<String, String> {
-    let t = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read the Pulsar token file {}: {e}", path.display()))?;
-    let t = t.trim().to_string();
-    if t.split('.').count() != 3 {
-        return Err(format!(
-            "{} does not hold a JWT (three dot-separated parts)",
-            path.display()
-        ));
-    }
-    Ok(t)
-}
-
 impl PulsarBus {
     /// A bus for `cfg`. Does not connect yet; [`PulsarBus::connect`] does.
     pub fn new(cfg: PulsarConfig) -> Result<Self, String> {
-        let token = cfg.token_file.as_deref().map(read_token).transpose()?;
+        let token = cfg.token_file.as_deref().map(super::pulsar_admin::read_token).transpose()?;
         let ca = match &cfg.tls_ca_file {
             Some(f) => Some(std::fs::read(f).map_err(|e| format!("cannot read the CA file {}: {e}", f.display()))?),
             None => None,
@@ -224,7 +210,7 @@ impl PulsarBus {
 
     /// The local part of the Pulsar name (`insp.cell_2245.result`).
     pub fn local_name(topic: &Topic) -> String {
-        topic.name().replace('/', ".")
+        super::pulsar_admin::local_name(topic)
     }
 
     /// Compare our schema with the one registered for `topic`; the error

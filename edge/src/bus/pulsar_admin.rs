@@ -365,6 +365,26 @@ mod bytes_body {
     }
 }
 
+/// The local part of a topic's Pulsar name (`insp.cell_2245.result`): the
+/// name under which its schema is registered.
+pub fn local_name(topic: &triad_schemas::Topic) -> String {
+    topic.name().replace('/', ".")
+}
+
+/// Read the JWT from `path` (trimmed). The token is never logged.
+pub fn read_token(path: &std::path::Path) -> Result<String, String> {
+    let t = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the Pulsar token file {}: {e}", path.display()))?;
+    let t = t.trim().to_string();
+    if t.split('.').count() != 3 {
+        return Err(format!(
+            "{} does not hold a JWT (three dot-separated parts)",
+            path.display()
+        ));
+    }
+    Ok(t)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

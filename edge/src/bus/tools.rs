@@ -2,18 +2,8 @@
 //! Pulsar admin API, and `triad bus-load`, which drives the node's delivery
 //! path (publisher → outbox → flusher → Pulsar) at full speed.
 
-use super::Bus;
-use super::outbox::Outbox;
-use super::publisher::{Publisher, flush_bus_lane};
-use super::pulsar::PulsarBus;
 use super::pulsar_admin::PulsarAdmin;
-use crate::clock::{Clock, SystemClock};
-use crate::config::{NodeConfig, OutboxLimits, PulsarConfig};
-use crate::metrics::Metrics;
-use std::path::Path;
-use std::sync::Arc;
-use std::time::Duration;
-use triad_schemas::ids::{CellId, NodeId};
+use crate::config::NodeConfig;
 use triad_schemas::{DefectBox, Envelope, InspectionResult, Topic, Verdict, codec};
 
 /// Every topic the configured node produces or consumes.
@@ -54,7 +44,7 @@ pub async fn schemas_command(
     }
     let mut refused = 0;
     for t in topics {
-        let local = PulsarBus::local_name(t);
+        let local = super::pulsar_admin::local_name(t);
         let ours = codec::schema_json(t.kind());
         let name = t.pulsar_name(tenant, namespace);
         let registered = admin.get_schema(tenant, namespace, &local).await?;
@@ -125,7 +115,23 @@ pub fn synthetic_result(envelope: Envelope, cell: &str, i: u64, now: i64) -> Ins
 /// `triad bus-load`: publish inspection results 1..=`count` of `cell`
 /// through the outbox to Pulsar, resuming where a previous (possibly killed)
 /// run stopped, and return once every one is acknowledged by the broker.
-pub async fn bus_load(pulsar: PulsarConfig, state_dir: &Path, cell: CellId, count: u64) -> anyhow::Result<()> {
+#[cfg(feature = "pulsar")]
+pub async fn bus_load(
+    pulsar: crate::config::PulsarConfig,
+    state_dir: &std::path::Path,
+    cell: triad_schemas::ids::CellId,
+    count: u64,
+) -> anyhow::Result<()> {
+    use super::Bus;
+    use super::outbox::Outbox;
+    use super::publisher::{Publisher, flush_bus_lane};
+    use super::pulsar::PulsarBus;
+    use crate::clock::{Clock, SystemClock};
+    use crate::config::OutboxLimits;
+    use crate::metrics::Metrics;
+    use std::sync::Arc;
+    use std::time::Duration;
+    use triad_schemas::ids::NodeId;
     std::fs::create_dir_all(state_dir)?;
     let limits = OutboxLimits {
         max_entries: 1_000_000,

@@ -80,6 +80,7 @@ pub(crate) struct NodeCtx {
 pub fn connect_bus(cfg: &BusConfig) -> anyhow::Result<Arc<dyn Bus>> {
     match cfg {
         BusConfig::Embedded => Ok(Arc::new(EmbeddedBus::default())),
+        #[cfg(feature = "pulsar")]
         BusConfig::Pulsar(p) => {
             let bus = Arc::new(crate::bus::pulsar::PulsarBus::new(p.clone()).map_err(anyhow::Error::msg)?);
             let (b, p) = (bus.clone(), p.clone());
@@ -95,6 +96,8 @@ pub fn connect_bus(cfg: &BusConfig) -> anyhow::Result<Arc<dyn Bus>> {
             });
             Ok(bus)
         }
+        #[cfg(not(feature = "pulsar"))]
+        BusConfig::Pulsar(_) => anyhow::bail!("[bus] backend = \"pulsar\": {}", crate::bus::PULSAR_NOT_BUILT),
     }
 }
 
