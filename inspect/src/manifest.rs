@@ -43,9 +43,84 @@
 //! every other file of the bundle, and `golden` reference inputs with the
 //! outputs the model must reproduce (raw little-endian `f32`, the input and
 //! output shapes above) within `tolerance` (largest absolute difference).
+//!
+//! **Bounds.** Every size a manifest declares is checked by
+//! [`ModelManifest::validate`] before anything is allocated from it (see
+//! [`bounds`]): the rank of a shape, each dimension and the number of values
+//! (a product computed with checked arithmetic), the number of classes,
+//! features, files and golden cases, the length of every string, and that
+//! `mean`, `std` and `tolerance` are finite. Each problem names the field,
+//! its bound, the value found and what to do.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+
+/// The largest sizes a manifest may declare. They are far above any model
+/// an edge node runs (the built-in weld model takes 4,096 values) and far
+/// below what would exhaust its memory.
+pub mod bounds {
+    /// Most dimensions of a tensor shape.
+    pub const MAX_RANK: usize = 8;
+    /// Largest dimension of a tensor shape.
+    pub const MAX_DIM: usize = 65_536;
+    /// Most values of one tensor (the product of its shape): 64 MiB of `f32`.
+    pub const MAX_TENSOR_VALUES: usize = 16 * 1024 * 1024;
+    /// Most output classes of an inspection model.
+    pub const MAX_CLASSES: usize = 256;
+    /// Most input features of a twin model.
+    pub const MAX_FEATURES: usize = 64;
+    /// Longest name (model, tensor, class, feature, target), bytes.
+    pub const MAX_NAME_BYTES: usize = 128;
+    /// Longest version string, bytes.
+    pub const MAX_VERSION_BYTES: usize = 64;
+    /// Longest bundle file path, bytes.
+    pub const MAX_PATH_BYTES: usize = 256;
+    /// Most files listed in `files`.
+    pub const MAX_FILES: usize = 1024;
+    /// Most golden cases.
+    pub const MAX_GOLDEN_CASES: usize = 256;
+    /// Largest `manifest.json`, bytes (the weld model's is under 2 KiB;
+    /// parsing JSON takes several times its size in memory).
+    pub const MAX_MANIFEST_BYTES: usize = 1024 * 1024;
+}
+
+/// The number of values of a tensor of `shape` named `field`, checked
+/// against [`bounds`] with checked arithmetic; the error names the field,
+/// the bound, the value and what to do.
+pub fn tensor_values(field: &str, shape: &[usize]) -> Result<usize, String> {
+    use bounds::{MAX_DIM, MAX_RANK, MAX_TENSOR_VALUES};
+    if shape.is_empty() || shape.len() > MAX_RANK {
+        return Err(format!(
+            "{field} has {} dimensions; the bound is 1 to {MAX_RANK}: declare the tensor's real shape",
+            shape.len()
+        ));
+    }
+    if let Some((i, d)) = shape.iter().enumerate().find(|(_, d)| **d == 0 || **d > MAX_DIM) {
+        return Err(format!(
+            "{field}[{i}] = {d}; the bound is 1 to {MAX_DIM}: declare the tensor's real shape"
+        ));
+    }
+    let product = shape.iter().try_fold(1usize, |acc, d| acc.checked_mul(*d));
+    match product {
+        Some(n) if n <= MAX_TENSOR_VALUES => Ok(n),
+        _ => Err(format!(
+            "{field} = {shape:?} holds {} values, more than the bound {MAX_TENSOR_VALUES} (64 MiB of f32): declare the model's real input and output (an inspection model sees its ROI, not the whole frame)",
+            shape
+                .iter()
+                .try_fold(1u128, |acc, d| acc.checked_mul(*d as u128))
+                .map_or_else(|| "more than 2^128".to_string(), |n| n.to_string())
+        )),
+    }
+}
+
+fn check_len(errs: &mut Vec<String>, field: &str, value: &str, max: usize) {
+    if value.is_empty() || value.len() > max {
+        errs.push(format!(
+            "{field} is {} bytes long; the bound is 1 to {max} bytes: use a shorter {field}",
+            value.len()
+        ));
+    }
+}
 
 /// What a model is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -146,9 +221,16 @@ pub struct GoldenCase {
 }
 
 impl ModelManifest {
-    /// Check internal consistency; every problem is listed.
+    /// Check internal consistency and every declared size against
+    /// [`bounds`]; every problem is listed.
     pub fn validate(&self) -> Result<(), Vec<String>> {
-        let mut errs = match self.kind {
+        let mut errs = self.bound_problems();
+        if !errs.is_empty() {
+            // Sizes out of bounds: the consistency checks below would only
+            // repeat them.
+            return Err(errs);
+        }
+        errs = match self.kind {
             ModelKind::Inspection => self.inspection_problems(),
             ModelKind::Twin => self.twin_problems(),
         };
@@ -161,6 +243,91 @@ impl ModelManifest {
         if errs.is_empty() { Ok(()) } else { Err(errs) }
     }
 
+    /// The number of input values (the product of `input.shape`), `None`
+    /// if it is out of [`bounds`].
+    pub fn input_values(&self) -> Option<usize> {
+        tensor_values("input.shape", &self.input.shape).ok()
+    }
+
+    /// The number of output values (the product of `output.shape`), `None`
+    /// if it is out of [`bounds`].
+    pub fn output_values(&self) -> Option<usize> {
+        tensor_values("output.shape", &self.output.shape).ok()
+    }
+
+    /// Sizes, counts, lengths and finiteness of what the manifest declares.
+    fn bound_problems(&self) -> Vec<String> {
+        use bounds::*;
+        let mut errs = Vec::new();
+        check_len(&mut errs, "name", &self.name, MAX_NAME_BYTES);
+        check_len(&mut errs, "version", &self.version, MAX_VERSION_BYTES);
+        check_len(&mut errs, "input.name", &self.input.name, MAX_NAME_BYTES);
+        check_len(&mut errs, "output.name", &self.output.name, MAX_NAME_BYTES);
+        if let Some(t) = &self.target {
+            check_len(&mut errs, "target", t, MAX_NAME_BYTES);
+        }
+        for (field, shape) in [("input.shape", &self.input.shape), ("output.shape", &self.output.shape)] {
+            if let Err(e) = tensor_values(field, shape) {
+                errs.push(e);
+            }
+        }
+        for (field, v) in [("input.mean", self.input.mean), ("input.std", self.input.std)] {
+            if !v.is_finite() {
+                errs.push(format!("{field} = {v}: must be a finite number"));
+            }
+        }
+        for (field, list, max) in [
+            ("output.classes", &self.output.classes, MAX_CLASSES),
+            ("input.features", &self.input.features, MAX_FEATURES),
+        ] {
+            if list.len() > max {
+                errs.push(format!(
+                    "{field} has {} names; the bound is {max}: name only the model's real {}",
+                    list.len(),
+                    field.rsplit('.').next().unwrap_or(field)
+                ));
+            } else {
+                for (i, n) in list.iter().enumerate() {
+                    check_len(&mut errs, &format!("{field}[{i}]"), n, MAX_NAME_BYTES);
+                }
+            }
+        }
+        if self.files.len() > MAX_FILES {
+            errs.push(format!(
+                "files lists {} files; the bound is {MAX_FILES}: a bundle holds the model and its golden files",
+                self.files.len()
+            ));
+        } else if let Some(p) = self.files.keys().find(|p| p.is_empty() || p.len() > MAX_PATH_BYTES) {
+            errs.push(format!(
+                "files: a path is {} bytes long; the bound is 1 to {MAX_PATH_BYTES} bytes: use shorter file names",
+                p.len()
+            ));
+        }
+        if let Some(g) = &self.golden {
+            if !g.tolerance.is_finite() {
+                errs.push(format!("golden.tolerance = {}: must be a finite number", g.tolerance));
+            }
+            if g.cases.len() > MAX_GOLDEN_CASES {
+                errs.push(format!(
+                    "golden.cases has {} cases; the bound is {MAX_GOLDEN_CASES}: a few representative cases suffice",
+                    g.cases.len()
+                ));
+            } else {
+                for (i, c) in g.cases.iter().enumerate() {
+                    for (what, p) in [("input", &c.input), ("output", &c.output)] {
+                        if p.len() > MAX_PATH_BYTES {
+                            errs.push(format!(
+                                "golden.cases[{i}].{what} is {} bytes long; the bound is {MAX_PATH_BYTES} bytes: use shorter file names",
+                                p.len()
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        errs
+    }
+
     fn inspection_problems(&self) -> Vec<String> {
         let mut errs = Vec::new();
         if self.input.shape.len() != 4 || self.input.shape[0] != 1 || self.input.shape[1] != 1 {
@@ -169,7 +336,7 @@ impl ModelManifest {
                 self.input.shape
             ));
         }
-        if self.input.std.is_nan() || self.input.std <= 0.0 {
+        if self.input.std <= 0.0 {
             errs.push(format!("input.std = {}: must be > 0", self.input.std));
         }
         if self.output.shape.len() != 4 || self.output.shape[0] != 1 {
@@ -279,5 +446,61 @@ mod tests {
         });
         let back: ModelManifest = serde_json::from_str(&serde_json::to_string(&b).unwrap()).unwrap();
         assert_eq!(back, b);
+    }
+
+    #[test]
+    fn declared_sizes_are_bounded_with_checked_arithmetic() {
+        let base: ModelManifest = serde_json::from_str(crate::builtin::WELD_SEAM_MANIFEST).unwrap();
+        assert_eq!((base.input_values(), base.output_values()), (Some(4096), Some(192)));
+        let problems = |f: &dyn Fn(&mut ModelManifest)| {
+            let mut m = base.clone();
+            f(&mut m);
+            m.validate().unwrap_err().join("; ")
+        };
+        // The tried case: 3.6e9 values, named with the field, bound and value.
+        let e = problems(&|m| m.input.shape = vec![1, 1, 60000, 60000]);
+        assert!(
+            e.contains("input.shape = [1, 1, 60000, 60000] holds 3600000000 values, more than the bound 16777216"),
+            "{e}"
+        );
+        // A product that overflows usize does not panic.
+        let e = problems(&|m| m.input.shape = vec![65536; 8]);
+        assert!(e.contains("more than the bound") && e.contains("input.shape"), "{e}");
+        assert!(
+            tensor_values("x", &[usize::MAX, usize::MAX])
+                .unwrap_err()
+                .contains("x[0] = ")
+        );
+        let e = problems(&|m| m.output.shape = vec![1; 9]);
+        assert!(e.contains("output.shape has 9 dimensions; the bound is 1 to 8"), "{e}");
+        let e = problems(&|m| m.output.shape = vec![1, 3, 0, 8]);
+        assert!(e.contains("output.shape[2] = 0; the bound is 1 to 65536"), "{e}");
+        let e = problems(&|m| m.output.classes = vec!["c".into(); 300]);
+        assert!(e.contains("output.classes has 300 names; the bound is 256"), "{e}");
+        let e = problems(&|m| m.name = "n".repeat(129));
+        assert!(e.contains("name is 129 bytes long; the bound is 1 to 128 bytes"), "{e}");
+        let e = problems(&|m| m.output.classes[1] = "x".repeat(1000));
+        assert!(e.contains("output.classes[1] is 1000 bytes long"), "{e}");
+        let e = problems(&|m| m.input.mean = f32::INFINITY);
+        assert!(e.contains("input.mean = inf: must be a finite number"), "{e}");
+        let e = problems(&|m| m.input.std = f32::NAN);
+        assert!(e.contains("input.std = NaN: must be a finite number"), "{e}");
+        let e = problems(&|m| {
+            m.golden = Some(GoldenSpec {
+                tolerance: 1e-4,
+                cases: vec![
+                    GoldenCase {
+                        input: "a".into(),
+                        output: "b".into()
+                    };
+                    257
+                ],
+            })
+        });
+        assert!(e.contains("golden.cases has 257 cases; the bound is 256"), "{e}");
+        // JSON cannot say NaN, and serde refuses a number past f32's range.
+        let text = crate::builtin::WELD_SEAM_MANIFEST.replace("\"mean\": 0.5", "\"mean\": 1e39");
+        let e = serde_json::from_str::<ModelManifest>(&text).unwrap_err();
+        assert!(e.to_string().contains("number out of range"), "{e}");
     }
 }

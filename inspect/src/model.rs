@@ -101,6 +101,18 @@ impl OnnxModel {
                 detail: format!("cannot read {}: {e}", dir.join(file).display()),
             })
         };
+        let manifest_path = dir.join("manifest.json");
+        let size = std::fs::metadata(&manifest_path).map(|m| m.len()).unwrap_or(0);
+        if size > crate::manifest::bounds::MAX_MANIFEST_BYTES as u64 {
+            return Err(ModelError::Manifest {
+                name,
+                problems: vec![format!(
+                    "{} is {size} bytes; the bound is {} bytes: a manifest describes the model, it does not hold data",
+                    manifest_path.display(),
+                    crate::manifest::bounds::MAX_MANIFEST_BYTES
+                )],
+            });
+        }
         let manifest: ModelManifest =
             serde_json::from_slice(&read("manifest.json")?).map_err(|e| ModelError::Manifest {
                 name: name.clone(),

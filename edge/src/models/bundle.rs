@@ -19,12 +19,27 @@
 //! bundle. Re-formatting `manifest.json` keeps the signature valid; changing
 //! any value breaks it.
 //!
+//! **Archives** are what the standard tools make: GNU tar and bsdtar (any
+//! of the ustar, pax, gnu and v7 formats), `git archive`, Python's
+//! `tarfile`, plain or gzip-compressed (one gzip member or several, any
+//! level; `.tar`, `.tar.gz` and `.tgz` are told apart by their first
+//! bytes, not their names). Directory entries (`./`, `golden/`), pax
+//! headers (global ones, as `git archive` writes, are skipped; per-file ones
+//! give the path and size) and GNU long names are accepted.
+//!
 //! **Unpacking** never touches the disk: entries are read into memory, with
-//! limits on the total size, the size of each file and the number of files.
-//! Only regular files and directories are accepted; absolute paths, `..`,
-//! links, devices, duplicate entries and names with `\` are refused by name.
-//! An archive whose files all sit in one top folder (`weld_seam-1.1.0/…`) is
-//! read as if they sat at its root.
+//! limits on the total size, the size of each file, the number of files and
+//! the number of entries of any kind, all checked before the bytes they
+//! declare are read; the decompressed stream is capped as well (a gzip
+//! bomb). Only regular files and directories are accepted; absolute paths,
+//! `..`, links, devices, duplicate entries and names with `\` are refused by
+//! name. An archive whose files all sit in one top folder
+//! (`weld_seam-1.1.0/…`) is read as if they sat at its root.
+//!
+//! **Golden files** hold exactly the values their shape declares, all finite
+//! ([`check_golden_files`], at `bundle sign`, verify and deploy); `bundle
+//! build` refuses a model that outputs NaN or infinity on a golden input,
+//! naming the output and the element.
 
 use super::keys::SigningKey;
 use base64::Engine;
@@ -36,7 +51,7 @@ use std::io::Read;
 use std::path::{Component, Path};
 use thiserror::Error;
 use triad_inspect::ModelManifest;
-use triad_inspect::manifest::{GoldenCase, GoldenSpec, parse_version};
+use triad_inspect::manifest::{GoldenCase, GoldenSpec, bounds, parse_version};
 
 /// File name of the manifest.
 pub const MANIFEST_FILE: &str = "manifest.json";
@@ -45,6 +60,9 @@ pub const SIGNATURE_FILE: &str = "signature.json";
 /// File name of the model.
 pub const MODEL_FILE: &str = "model.onnx";
 
+/// Largest `signature.json`, bytes (it is about 200).
+pub const MAX_SIGNATURE_BYTES: usize = 4096;
+
 /// Size limits for reading a bundle.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BundleLimits {
@@ -52,6 +70,22 @@ pub struct BundleLimits {
     pub max_total_bytes: u64,
     /// Most files.
     pub max_files: usize,
+}
+
+impl BundleLimits {
+    /// Most archive entries of any kind (files, directories, pax and GNU
+    /// headers): room for a folder and a header next to every file.
+    pub fn max_entries(&self) -> usize {
+        self.max_files.saturating_mul(4).saturating_add(16)
+    }
+
+    /// Most bytes read from the (decompressed) tar stream: the contents, and
+    /// for each entry its headers, a pax record block and padding.
+    fn max_stream_bytes(&self) -> u64 {
+        self.max_total_bytes
+            .saturating_add((self.max_entries() as u64).saturating_mul(4 * 512))
+            .saturating_add(64 * 1024)
+    }
 }
 
 impl Default for BundleLimits {
@@ -106,9 +140,17 @@ pub enum BundleError {
         /// The limit.
         limit: usize,
     },
+    /// Too many archive entries of any kind (directories, headers).
+    #[error(
+        "bundle archive has more than {limit} entries (files, folders and headers); pack only the bundle folder (`triad bundle pack`, or `tar -C DIR -czf B.tar.gz .`)"
+    )]
+    TooManyEntries {
+        /// The limit.
+        limit: usize,
+    },
     /// Not a tar or tar.gz, or corrupt.
     #[error(
-        "bundle archive unreadable: {detail}; give a directory, a .tar or a .tar.gz made with `triad bundle build`"
+        "bundle archive unreadable: {detail}; give a directory, a .tar or a .tar.gz (made with `triad bundle pack`, tar, bsdtar, git archive or Python's tarfile)"
     )]
     Archive {
         /// What the reader said.
@@ -127,6 +169,54 @@ pub enum BundleError {
     Manifest {
         /// Every problem found.
         problems: Vec<String>,
+    },
+    /// A golden file does not hold the number of values its shape declares.
+    #[error(
+        "bundle file {file} (golden case {case} {what}) is {bytes} bytes, but the {what} shape declares {values} f32 values ({expected_bytes} bytes): rebuild the bundle with `triad bundle build`"
+    )]
+    GoldenSize {
+        /// Case index.
+        case: usize,
+        /// `input` or `output`.
+        what: &'static str,
+        /// The file.
+        file: String,
+        /// Its size, bytes.
+        bytes: usize,
+        /// Values the shape declares.
+        values: usize,
+        /// `values * 4`.
+        expected_bytes: usize,
+    },
+    /// A golden value is NaN or infinite.
+    #[error(
+        "bundle file {file} (golden case {case} {what}) holds {value} at element {index}: golden values must be finite; rebuild the bundle from finite inputs, with a model that outputs finite values on them"
+    )]
+    GoldenNonFinite {
+        /// Case index.
+        case: usize,
+        /// `input` or `output`.
+        what: &'static str,
+        /// The file.
+        file: String,
+        /// Index of the first non-finite value.
+        index: usize,
+        /// The value (NaN, inf or -inf).
+        value: f32,
+    },
+    /// `bundle build`: the model outputs NaN or infinity on a golden input.
+    #[error(
+        "the model outputs {value} (output {output}, element {index}) on golden input {case}: a model must output finite values; fix the model or its export, or give golden inputs (--golden-input) on which it is defined"
+    )]
+    ModelOutputNonFinite {
+        /// Golden input index.
+        case: usize,
+        /// The output tensor's name.
+        output: String,
+        /// Index of the first non-finite value.
+        index: usize,
+        /// The value.
+        value: f32,
     },
     /// signature.json is not valid.
     #[error("bundle signature.json is invalid: {detail}; sign the bundle again with `triad bundle sign`")]
@@ -330,13 +420,26 @@ impl Bundle {
                 detail: format!("the archive is {} bytes", bytes.len()),
             });
         }
+        for (magic, what) in [
+            (&b"\xfd7zXZ\0"[..], "an xz"),
+            (b"BZh", "a bzip2"),
+            (b"\x28\xb5\x2f\xfd", "a zstd"),
+            (b"PK\x03\x04", "a zip"),
+        ] {
+            if bytes.starts_with(magic) {
+                return Err(BundleError::Archive {
+                    detail: format!("it is {what} file; pack the bundle as .tar or .tar.gz (`tar -czf`)"),
+                });
+            }
+        }
+        // Several gzip members (`cat a.gz b.gz`, bgzip, parallel gzips) are
+        // one stream, as gzip -d reads them.
         let inner: Box<dyn Read + '_> = if bytes.starts_with(&[0x1f, 0x8b]) {
-            Box::new(flate2::read::GzDecoder::new(bytes))
+            Box::new(flate2::read::MultiGzDecoder::new(bytes))
         } else {
             Box::new(bytes)
         };
-        // Tar headers and padding: at most 3 blocks per file plus the end.
-        let cap = limits.max_total_bytes + (limits.max_files as u64 * 3 + 4) * 512 + 10 * 1024;
+        let cap = limits.max_stream_bytes();
         let mut capped = Capped {
             inner,
             left: cap,
@@ -361,13 +464,36 @@ impl Bundle {
         let mut b = Bundle::new();
         let mut total = 0u64;
         let mut count = 0usize;
+        let mut entries = 0usize;
         for entry in ar.entries().map_err(archive_err)? {
             let mut entry = entry.map_err(archive_err)?;
-            let raw_path = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+            entries += 1;
+            if entries > limits.max_entries() {
+                return Err(BundleError::TooManyEntries {
+                    limit: limits.max_entries(),
+                });
+            }
             let kind = entry.header().entry_type();
+            // A pax global header (`git archive` writes one with the commit
+            // id) describes the archive, not a file: its data is skipped
+            // unread.
+            if kind == tar::EntryType::XGlobalHeader {
+                continue;
+            }
+            let raw_path = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+            // Pre-POSIX tars mark a folder only by its trailing `/`.
+            let old_style_dir = kind == tar::EntryType::Regular && raw_path.ends_with('/') && entry.size() == 0;
+            if kind == tar::EntryType::Directory || old_style_dir {
+                // `./` (tar -C DIR -cf B .) and `golden/` need no file; an
+                // unsafe folder name is still refused.
+                match clean_path(&raw_path) {
+                    Ok(_) => continue,
+                    Err(BundleError::UnsafePath { why: "it is empty", .. }) => continue,
+                    Err(e) => return Err(e),
+                }
+            }
             let path = clean_path(&raw_path)?;
             match kind {
-                tar::EntryType::Directory => continue,
                 tar::EntryType::Regular | tar::EntryType::Continuous => {}
                 tar::EntryType::Symlink => {
                     return Err(BundleError::NotAFile {
@@ -394,7 +520,9 @@ impl Bundle {
                     limit: limits.max_files,
                 });
             }
-            let size = entry.header().size().map_err(archive_err)?;
+            // The size a pax header gives wins over the ustar field, as
+            // every tar reader does.
+            let size = entry.size();
             total = total.saturating_add(size);
             if total > limits.max_total_bytes {
                 return Err(BundleError::TooLarge {
@@ -402,10 +530,20 @@ impl Bundle {
                     detail: format!("{path} ({size} bytes) brings the contents past the limit"),
                 });
             }
-            let mut bytes = Vec::with_capacity(size as usize);
-            (&mut entry).take(size).read_to_end(&mut bytes).map_err(archive_err)?;
             if b.files.contains_key(&path) {
                 return Err(BundleError::Duplicate { path });
+            }
+            // The declared size is checked, but the bytes may not be there:
+            // grow with what is read, from at most 1 MiB.
+            let mut bytes = Vec::with_capacity(size.min(1024 * 1024) as usize);
+            (&mut entry).take(size).read_to_end(&mut bytes).map_err(archive_err)?;
+            if bytes.len() as u64 != size {
+                return Err(BundleError::Archive {
+                    detail: format!(
+                        "{path} declares {size} bytes but the archive ends after {}",
+                        bytes.len()
+                    ),
+                });
             }
             b.files.insert(path, bytes);
         }
@@ -564,6 +702,13 @@ pub fn parse_manifest(bundle: &Bundle) -> Result<ParsedManifest, BundleError> {
         fix: "build the bundle with `triad bundle build`",
     })?;
     let bad = |p: String| BundleError::Manifest { problems: vec![p] };
+    if bytes.len() > bounds::MAX_MANIFEST_BYTES {
+        return Err(bad(format!(
+            "it is {} bytes; the bound is {} bytes: a manifest describes the model, it does not hold data; rebuild it with `triad bundle build`",
+            bytes.len(),
+            bounds::MAX_MANIFEST_BYTES
+        )));
+    }
     let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| bad(format!("not JSON ({e})")))?;
     let canonical = canonical_json(&value);
     let manifest: ModelManifest = serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
@@ -621,6 +766,11 @@ pub fn parse_signature(bundle: &Bundle) -> Result<Option<SignatureFile>, BundleE
     let Some(bytes) = bundle.get(SIGNATURE_FILE) else {
         return Ok(None);
     };
+    if bytes.len() > MAX_SIGNATURE_BYTES {
+        return Err(BundleError::SignatureFile {
+            detail: format!("it is {} bytes; the bound is {MAX_SIGNATURE_BYTES} bytes", bytes.len()),
+        });
+    }
     let s: SignatureFile =
         serde_json::from_slice(bytes).map_err(|e| BundleError::SignatureFile { detail: e.to_string() })?;
     if s.alg != "Ed25519" {
@@ -635,6 +785,7 @@ pub fn parse_signature(bundle: &Bundle) -> Result<Option<SignatureFile>, BundleE
 /// Returns the bundle digest.
 pub fn sign(bundle: &mut Bundle, key: &SigningKey) -> Result<String, BundleError> {
     let parsed = parse_manifest(bundle)?;
+    check_golden_files(bundle, &parsed)?;
     let sig = key.sign(&parsed.canonical);
     let file = SignatureFile {
         alg: "Ed25519".into(),
@@ -646,6 +797,60 @@ pub fn sign(bundle: &mut Bundle, key: &SigningKey) -> Result<String, BundleError
         serde_json::to_vec_pretty(&file).expect("signature serialises"),
     )?;
     Ok(parsed.digest)
+}
+
+/// Check that every golden file of `parsed` holds exactly the values its
+/// shape declares (its size is checked before it is decoded) and that all
+/// of them are finite. A listed file that is missing is left to the digest
+/// check.
+pub fn check_golden_files(bundle: &Bundle, parsed: &ParsedManifest) -> Result<(), BundleError> {
+    let m = &parsed.manifest;
+    let Some(golden) = &m.golden else {
+        return Ok(());
+    };
+    // parse_manifest checked the shapes against their bounds.
+    let (Some(n_in), Some(n_out)) = (m.input_values(), m.output_values()) else {
+        return Err(BundleError::Manifest {
+            problems: m.validate().err().unwrap_or_default(),
+        });
+    };
+    for (case, c) in golden.cases.iter().enumerate() {
+        for (what, file, values) in [("input", &c.input, n_in), ("output", &c.output, n_out)] {
+            let Some(bytes) = bundle.get(file) else {
+                continue;
+            };
+            let expected_bytes = values * 4;
+            if bytes.len() != expected_bytes {
+                return Err(BundleError::GoldenSize {
+                    case,
+                    what,
+                    file: file.clone(),
+                    bytes: bytes.len(),
+                    values,
+                    expected_bytes,
+                });
+            }
+            if let Some((index, value)) = first_non_finite(bytes) {
+                return Err(BundleError::GoldenNonFinite {
+                    case,
+                    what,
+                    file: file.clone(),
+                    index,
+                    value,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Index and value of the first NaN or infinite little-endian `f32` of `bytes`.
+fn first_non_finite(bytes: &[u8]) -> Option<(usize, f32)> {
+    bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+        .enumerate()
+        .find(|(_, v)| !v.is_finite())
 }
 
 /// Little-endian bytes of `values`.
@@ -680,7 +885,10 @@ pub fn default_golden_inputs(manifest: &ModelManifest) -> Vec<Vec<f32>> {
             vec![150.0, 1.0, 0.0, 0.0, 22.0],
         ];
     }
-    let n: usize = manifest.input.shape.iter().product();
+    // Out of bounds: none (`build` refuses such a manifest first).
+    let Some(n) = manifest.input_values() else {
+        return Vec::new();
+    };
     let width = *manifest.input.shape.last().unwrap_or(&1);
     let norm = |p: f32| (p / 255.0 - manifest.input.mean) / manifest.input.std;
     let mut state = 0x2545_f491_4f6c_dd1du64;
@@ -723,7 +931,7 @@ pub struct BuildSpec {
 /// running the model with tract, the engine of the node.
 pub fn build(spec: BuildSpec) -> Result<Bundle, BundleError> {
     let bad = |p: String| BundleError::Manifest { problems: vec![p] };
-    let mut m = spec.manifest.clone();
+    let mut m = spec.manifest;
     if parse_version(&m.version).is_none() {
         return Err(bad(format!("version {:?}: use major.minor.patch", m.version)));
     }
@@ -731,13 +939,41 @@ pub fn build(spec: BuildSpec) -> Result<Bundle, BundleError> {
     m.target = Some(spec.target.clone());
     m.files.clear();
     m.golden = None;
+    // Every declared size is checked before anything is allocated from it.
+    m.validate().map_err(|problems| BundleError::Manifest { problems })?;
+    let (Some(n_in), Some(n_out)) = (m.input_values(), m.output_values()) else {
+        unreachable!("validate checked the shapes");
+    };
+    if !(spec.tolerance.is_finite() && (0.0..=1.0).contains(&spec.tolerance)) {
+        return Err(bad(format!(
+            "golden.tolerance = {}: must be within 0..=1",
+            spec.tolerance
+        )));
+    }
+    if spec.golden_inputs.len() > bounds::MAX_GOLDEN_CASES {
+        return Err(bad(format!(
+            "{} golden inputs; the bound is {}: a few representative cases suffice",
+            spec.golden_inputs.len(),
+            bounds::MAX_GOLDEN_CASES
+        )));
+    }
     let inputs = if spec.golden_inputs.is_empty() {
         default_golden_inputs(&m)
     } else {
-        spec.golden_inputs.clone()
+        spec.golden_inputs
     };
-    let n_in: usize = m.input.shape.iter().product();
-    let n_out: usize = m.output.shape.iter().product();
+    let non_finite = |case: usize, what: &'static str, values: &[f32]| {
+        values
+            .iter()
+            .position(|v| !v.is_finite())
+            .map(|index| BundleError::GoldenNonFinite {
+                case,
+                what,
+                file: format!("golden/{case}.{}.f32", &what[..if what == "input" { 2 } else { 3 }]),
+                index,
+                value: values[index],
+            })
+    };
     for (i, x) in inputs.iter().enumerate() {
         if x.len() != n_in {
             return Err(bad(format!(
@@ -745,6 +981,9 @@ pub fn build(spec: BuildSpec) -> Result<Bundle, BundleError> {
                 x.len(),
                 m.input.shape
             )));
+        }
+        if let Some(e) = non_finite(i, "input", x) {
+            return Err(e);
         }
     }
     let outputs = match spec.golden_outputs {
@@ -760,9 +999,17 @@ pub fn build(spec: BuildSpec) -> Result<Bundle, BundleError> {
             );
             let mut session = model.session().map_err(|e| bad(e.to_string()))?;
             let mut outs = Vec::new();
-            for x in &inputs {
+            for (case, x) in inputs.iter().enumerate() {
                 let mut y = Vec::new();
                 session.infer(x, &mut y).map_err(|e| bad(e.to_string()))?;
+                if let Some(index) = y.iter().position(|v| !v.is_finite()) {
+                    return Err(BundleError::ModelOutputNonFinite {
+                        case,
+                        output: m.output.name.clone(),
+                        index,
+                        value: y[index],
+                    });
+                }
                 outs.push(y);
             }
             outs
@@ -776,10 +1023,13 @@ pub fn build(spec: BuildSpec) -> Result<Bundle, BundleError> {
                 m.output.shape
             )));
         }
+        if let Some(e) = non_finite(i, "output", y) {
+            return Err(e);
+        }
     }
     let mut b = Bundle::new();
     let mut cases = Vec::new();
-    b.insert(MODEL_FILE, spec.model_onnx.clone())?;
+    b.insert(MODEL_FILE, spec.model_onnx)?;
     for (i, (x, y)) in inputs.iter().zip(&outputs).enumerate() {
         let (ip, op) = (format!("golden/{i}.in.f32"), format!("golden/{i}.out.f32"));
         b.insert(&ip, f32_bytes(x))?;
@@ -942,5 +1192,148 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(b.get(MANIFEST_FILE).unwrap()).unwrap();
         b.insert(MANIFEST_FILE, serde_json::to_vec(&v).unwrap()).unwrap();
         assert_eq!(parse_manifest(&b).unwrap().digest, digest);
+    }
+
+    /// One pax record: `"<len> <key>=<value>\n"`, the length counting itself.
+    fn pax(key: &str, value: &str) -> Vec<u8> {
+        let body = format!(" {key}={value}\n");
+        let mut n = body.len() + 1;
+        while format!("{n}{body}").len() != n {
+            n += 1;
+        }
+        format!("{n}{body}").into_bytes()
+    }
+
+    #[test]
+    fn what_standard_tools_write_is_read() {
+        let lim = BundleLimits::default();
+        let mut want = Bundle::new();
+        want.insert("manifest.json", b"{}".to_vec()).unwrap();
+        want.insert("golden/0.in.f32", vec![1, 2, 3, 4]).unwrap();
+        // GNU tar -C DIR -cf B .: `./` and `./golden/` folders first.
+        let gnu = raw_tar(&[
+            ("./", b'5', b""),
+            ("./manifest.json", b'0', b"{}"),
+            ("./golden/", b'5', b""),
+            ("./golden/0.in.f32", b'0', &[1, 2, 3, 4]),
+        ]);
+        assert_eq!(Bundle::from_archive(&gnu, lim).unwrap(), want);
+        // git archive: a pax global header; Python: "." as the folder; v7:
+        // a folder is a file entry whose name ends with `/`.
+        let git = raw_tar(&[
+            ("pax_global_header", b'g', &pax("comment", "0123abcd")),
+            (".", b'5', b""),
+            ("golden/", b'\0', b""),
+            ("manifest.json", b'0', b"{}"),
+            ("golden/0.in.f32", b'0', &[1, 2, 3, 4]),
+        ]);
+        assert_eq!(Bundle::from_archive(&git, lim).unwrap(), want);
+        // Per-file pax headers: the path they give is the entry's path.
+        let mut x = pax("mtime", "1.5");
+        x.extend(pax("path", "golden/0.in.f32"));
+        let posix = raw_tar(&[
+            ("./PaxHeaders/m", b'x', &pax("atime", "1.5")),
+            ("manifest.json", b'0', b"{}"),
+            ("./PaxHeaders/g", b'x', &x),
+            ("short-name", b'0', &[1, 2, 3, 4]),
+        ]);
+        assert_eq!(Bundle::from_archive(&posix, lim).unwrap(), want);
+        // Several gzip members are one stream.
+        let plain = raw_tar(&[("manifest.json", b'0', b"{}"), ("golden/0.in.f32", b'0', &[1, 2, 3, 4])]);
+        let gz = |part: &[u8]| {
+            use std::io::Write;
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(part).unwrap();
+            e.finish().unwrap()
+        };
+        let mut multi = gz(&plain[..512]);
+        multi.extend(gz(&plain[512..]));
+        assert_eq!(Bundle::from_archive(&multi, lim).unwrap(), want);
+    }
+
+    #[test]
+    fn hostile_entries_stay_refused_and_declared_sizes_are_not_trusted() {
+        let lim = BundleLimits::default();
+        // A pax header hiding `..` behind a harmless ustar name.
+        let hidden = raw_tar(&[("x", b'x', &pax("path", "../evil")), ("ok", b'0', b"1")]);
+        let e = Bundle::from_archive(&hidden, lim).unwrap_err();
+        assert!(e.to_string().contains("\"../evil\" is refused"), "{e}");
+        // An unsafe folder is refused too, as are devices and FIFOs.
+        let e = Bundle::from_archive(&raw_tar(&[("../up/", b'5', b"")]), lim).unwrap_err();
+        assert!(matches!(e, BundleError::UnsafePath { .. }), "{e}");
+        for kind in [b'3', b'4', b'6'] {
+            let e = Bundle::from_archive(&raw_tar(&[("dev", kind, b"")]), lim).unwrap_err();
+            assert!(matches!(e, BundleError::NotAFile { .. }), "{e}");
+        }
+        // Folders and headers count as entries.
+        let names: Vec<String> = (0..300).map(|i| format!("d{i}/")).collect();
+        let many: Vec<(&str, u8, &[u8])> = names.iter().map(|n| (n.as_str(), b'5', &b""[..])).collect();
+        let e = Bundle::from_archive(&raw_tar(&many), lim).unwrap_err();
+        assert_eq!(e, BundleError::TooManyEntries { limit: 272 });
+        // A header declaring 8 GiB that the archive does not hold: refused
+        // without reserving the 8 GiB, even under the client's huge limits.
+        let mut t = raw_tar(&[("model.onnx", b'0', b"abc")]);
+        t[124..135].copy_from_slice(b"77777777777");
+        t[148..156].copy_from_slice(b"        ");
+        let sum: u32 = t[..512].iter().map(|b| *b as u32).sum();
+        t[148..155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
+        let huge = BundleLimits {
+            max_total_bytes: u64::MAX / 2,
+            max_files: 10_000,
+        };
+        let e = Bundle::from_archive(&t, huge).unwrap_err();
+        assert!(matches!(e, BundleError::Archive { .. }), "{e}");
+        let e = Bundle::from_archive(&t, lim).unwrap_err();
+        assert!(matches!(e, BundleError::TooLarge { .. }), "{e}");
+        // Other compressions are named.
+        let e = Bundle::from_archive(b"\xfd7zXZ\0 and more bytes of an xz stream", lim).unwrap_err();
+        assert!(e.to_string().contains("it is an xz file"), "{e}");
+    }
+
+    #[test]
+    fn build_refuses_huge_shapes_and_non_finite_golden_values() {
+        let weld: ModelManifest = serde_json::from_str(triad_inspect::builtin::WELD_SEAM_MANIFEST).unwrap();
+        let spec = |m: ModelManifest, outputs: Option<Vec<Vec<f32>>>| BuildSpec {
+            model_onnx: triad_inspect::builtin::WELD_SEAM_ONNX.to_vec(),
+            manifest: m,
+            target: "cell_2245".into(),
+            golden_inputs: vec![],
+            golden_outputs: outputs,
+            tolerance: 1e-4,
+        };
+        let mut huge = weld.clone();
+        huge.input.shape = vec![1, 1, 60000, 60000];
+        let e = build(spec(huge, None)).unwrap_err().to_string();
+        assert!(
+            e.contains("input.shape = [1, 1, 60000, 60000] holds 3600000000 values"),
+            "{e}"
+        );
+        let mut y = vec![vec![0.0f32; 192]; 4];
+        y[2][9] = f32::NEG_INFINITY;
+        let e = build(spec(weld.clone(), Some(y))).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "bundle file golden/2.out.f32 (golden case 2 output) holds -inf at element 9: golden values must be finite; rebuild the bundle from finite inputs, with a model that outputs finite values on them"
+        );
+        // A bundle whose golden output was made NaN after the build.
+        let mut b = build(spec(weld, None)).unwrap();
+        let mut out = f32_values(b.get("golden/1.out.f32").unwrap()).unwrap();
+        out[4] = f32::NAN;
+        b.insert("golden/1.out.f32", f32_bytes(&out)).unwrap();
+        let p = parse_manifest(&b).unwrap();
+        let e = check_golden_files(&b, &p).unwrap_err();
+        assert!(
+            matches!(e, BundleError::GoldenNonFinite { case: 1, index: 4, .. }),
+            "{e}"
+        );
+        let (k, _) = SigningKey::generate("release").unwrap();
+        assert_eq!(sign(&mut b, &k).unwrap_err().to_string(), e.to_string());
+        b.insert("golden/1.out.f32", vec![0; 12]).unwrap();
+        let e = check_golden_files(&b, &parse_manifest(&b).unwrap()).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("is 12 bytes, but the output shape declares 192 f32 values"),
+            "{e}"
+        );
     }
 }

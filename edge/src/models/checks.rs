@@ -17,13 +17,15 @@
 //! | 7 | manifest present and valid | [`Refusal::Bundle`] (`bundle_manifest`) |
 //! | 8 | bundle signer trusted for bundles, not revoked | [`Refusal::Unsigned`], [`Refusal::UnknownSigner`], [`Refusal::SignerRevoked`], [`Refusal::SignerNotAllowed`] |
 //! | 9 | signature over the canonical manifest | [`Refusal::BadSignature`] |
-//! | 10 | SHA-256 of every file, no file missing or unlisted | [`Refusal::DigestMismatch`], [`Refusal::MissingFile`], [`Refusal::UnlistedFile`] |
+//! | 10 | SHA-256 of every file, no file missing or unlisted; golden files hold the values their shapes declare, all finite | [`Refusal::DigestMismatch`], [`Refusal::MissingFile`], [`Refusal::UnlistedFile`], [`Refusal::Bundle`] (`golden_size`, `golden_non_finite`) |
 //! | 11 | token's digest and version are the bundle's; the bundle is for this target and of its kind | [`Refusal::TokenDigestMismatch`], [`Refusal::TokenVersionMismatch`], [`Refusal::BundleTargetMismatch`], [`Refusal::WrongKind`] |
 //! | 12 | version newer than the running model | [`Refusal::Downgrade`] |
 //!
 //! Then the runtime (`manager`) loads the model, warms it up and runs the
 //! golden cases ([`golden_check`]): [`Refusal::ModelLoad`],
-//! [`Refusal::Incompatible`], [`Refusal::GoldenMismatch`]. Only then is it
+//! [`Refusal::Incompatible`], [`Refusal::ModelNonFinite`] (the model
+//! outputs NaN or infinity on a golden input), [`Refusal::GoldenMismatch`].
+//! Only then is it
 //! swapped in. The token id is remembered at step 5, so a token is used up
 //! even when a later check refuses its bundle.
 
@@ -199,6 +201,20 @@ pub enum Refusal {
         /// The manifest's tolerance.
         tolerance: f32,
     },
+    /// The model outputs NaN or infinity on a golden input.
+    #[error(
+        "golden case {case} fails: the model outputs {value} (output {output}, element {index}) where the bundle expects a finite value: fix the model or its export"
+    )]
+    ModelNonFinite {
+        /// Case index.
+        case: usize,
+        /// The output tensor's name.
+        output: String,
+        /// Index of the first non-finite value.
+        index: usize,
+        /// The value.
+        value: f32,
+    },
     /// Nothing to roll back to.
     #[error("target {target} has no previous model to roll back to")]
     NothingToRollBack {
@@ -227,11 +243,14 @@ impl Refusal {
                 BundleError::NotAFile { .. } => "bundle_not_a_file",
                 BundleError::Duplicate { .. } => "bundle_duplicate_entry",
                 BundleError::TooLarge { .. } => "bundle_too_large",
-                BundleError::TooManyFiles { .. } => "bundle_too_many_files",
+                BundleError::TooManyFiles { .. } | BundleError::TooManyEntries { .. } => "bundle_too_many_files",
                 BundleError::Archive { .. } => "bundle_archive",
                 BundleError::Missing { .. } => "bundle_missing_file",
                 BundleError::Manifest { .. } => "bundle_manifest",
                 BundleError::SignatureFile { .. } => "bundle_signature_file",
+                BundleError::GoldenSize { .. } => "golden_size",
+                BundleError::GoldenNonFinite { .. } => "golden_non_finite",
+                BundleError::ModelOutputNonFinite { .. } => "model_non_finite",
                 BundleError::Io { .. } => "bundle_io",
             },
             Refusal::Unsigned => "bundle_unsigned",
@@ -249,6 +268,7 @@ impl Refusal {
             Refusal::Downgrade { .. } => "downgrade",
             Refusal::ModelLoad { .. } => "model_load",
             Refusal::Incompatible { .. } => "model_incompatible",
+            Refusal::ModelNonFinite { .. } => "model_non_finite",
             Refusal::GoldenMismatch { .. } => "golden_mismatch",
             Refusal::NothingToRollBack { .. } => "nothing_to_roll_back",
             Refusal::Unavailable { .. } => "unavailable",
@@ -372,6 +392,7 @@ pub fn check_bundle(bundle: &Bundle, keyring: &Keyring) -> Result<(ParsedManifes
     {
         return Err(Refusal::UnlistedFile { file: extra.into() });
     }
+    bundle::check_golden_files(bundle, &manifest)?;
     Ok((manifest, key.name.clone()))
 }
 
@@ -463,8 +484,14 @@ pub fn golden_check(model: &Arc<OnnxModel>, bundle: &Bundle, manifest: &ParsedMa
     let mut session = model
         .session()
         .map_err(|e| Refusal::ModelLoad { detail: e.to_string() })?;
-    let n_in: usize = manifest.manifest.input.shape.iter().product();
-    let n_out: usize = manifest.manifest.output.shape.iter().product();
+    // Sizes, lengths and finiteness of the golden files, before any of them
+    // is decoded (check_bundle did this too; golden_check may be called alone).
+    bundle::check_golden_files(bundle, manifest)?;
+    let (Some(n_in), Some(n_out)) = (manifest.manifest.input_values(), manifest.manifest.output_values()) else {
+        return Err(Refusal::Bundle(BundleError::Manifest {
+            problems: manifest.manifest.validate().err().unwrap_or_default(),
+        }));
+    };
     let mut out = Vec::with_capacity(n_out);
     for (i, case) in golden.cases.iter().enumerate() {
         let bad_file = |file: &str, n: usize| {
@@ -476,17 +503,25 @@ pub fn golden_check(model: &Arc<OnnxModel>, bundle: &Bundle, manifest: &ParsedMa
         };
         let x = bundle
             .get(&case.input)
+            .filter(|b| b.len() == n_in * 4)
             .and_then(f32_values)
-            .filter(|v| v.len() == n_in)
             .ok_or_else(|| bad_file(&case.input, n_in))?;
         let expected = bundle
             .get(&case.output)
+            .filter(|b| b.len() == n_out * 4)
             .and_then(f32_values)
-            .filter(|v| v.len() == n_out)
             .ok_or_else(|| bad_file(&case.output, n_out))?;
         session
             .infer(&x, &mut out)
             .map_err(|e| Refusal::ModelLoad { detail: e.to_string() })?;
+        if let Some(index) = out.iter().position(|v| !v.is_finite()) {
+            return Err(Refusal::ModelNonFinite {
+                case: i,
+                output: manifest.manifest.output.name.clone(),
+                index,
+                value: out[index],
+            });
+        }
         let mut worst = (0.0f32, 0usize);
         for (k, (a, b)) in out.iter().zip(&expected).enumerate() {
             let d = (a - b).abs();

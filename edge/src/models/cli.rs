@@ -338,9 +338,44 @@ fn signing_key(path: &Option<PathBuf>, key_id: &Option<String>) -> Result<Signin
     }
 }
 
-fn read_f32(path: &Path) -> Result<Vec<f32>, Fail> {
-    let b = std::fs::read(path).map_err(|e| io_fail(format!("{}: {e}", path.display())))?;
-    bundle::f32_values(&b).ok_or_else(|| usage(format!("{}: not little-endian f32 values", path.display())))
+/// Read a file of at most `max` bytes; its size is checked before it is read.
+fn read_bounded(path: &Path, what: &str, max: u64, fix: &str) -> Result<Vec<u8>, Fail> {
+    let size = std::fs::metadata(path)
+        .map_err(|e| io_fail(format!("{what} {}: {e}", path.display())))?
+        .len();
+    if size > max {
+        return Err(usage(format!(
+            "{what} {} is {size} bytes; the bound is {max} bytes: {fix}",
+            path.display()
+        )));
+    }
+    std::fs::read(path).map_err(|e| io_fail(format!("{what} {}: {e}", path.display())))
+}
+
+/// A golden file of exactly `values` finite f32 (the size is checked before
+/// the file is read).
+fn read_f32(path: &Path, what: &str, values: usize, shape: &[usize]) -> Result<Vec<f32>, Fail> {
+    let size = std::fs::metadata(path)
+        .map_err(|e| io_fail(format!("{what} {}: {e}", path.display())))?
+        .len();
+    if size != values as u64 * 4 {
+        return Err(usage(format!(
+            "{what} {} is {size} bytes, but the manifest's shape {shape:?} declares {values} f32 values ({} bytes): give raw little-endian f32 of that shape",
+            path.display(),
+            values * 4
+        )));
+    }
+    let b = std::fs::read(path).map_err(|e| io_fail(format!("{what} {}: {e}", path.display())))?;
+    let v = bundle::f32_values(&b)
+        .ok_or_else(|| usage(format!("{what} {}: not little-endian f32 values", path.display())))?;
+    if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+        return Err(usage(format!(
+            "{what} {} holds {} at element {i}: golden values must be finite numbers",
+            path.display(),
+            v[i]
+        )));
+    }
+    Ok(v)
 }
 
 /// `triad bundle …`
@@ -359,18 +394,48 @@ fn bundle_build(a: BuildArgs) -> Out {
         (None, Some(m), Some(f)) => (m.clone(), f.clone()),
         _ => return Err(usage("give --from MODEL_DIR, or --model FILE and --manifest FILE")),
     };
-    let onnx = std::fs::read(&model_path).map_err(|e| io_fail(format!("{}: {e}", model_path.display())))?;
-    let text =
-        std::fs::read_to_string(&manifest_path).map_err(|e| io_fail(format!("{}: {e}", manifest_path.display())))?;
+    let limits = BundleLimits::default();
+    let onnx = read_bounded(
+        &model_path,
+        "model",
+        limits.max_total_bytes,
+        "a bundle holds at most that much (models.max_bundle_mb)",
+    )?;
+    let text = read_bounded(
+        &manifest_path,
+        "manifest",
+        triad_inspect::manifest::bounds::MAX_MANIFEST_BYTES as u64,
+        "a manifest describes the model, it does not hold data",
+    )?;
     let mut manifest: ModelManifest =
-        serde_json::from_str(&text).map_err(|e| usage(format!("{}: {e}", manifest_path.display())))?;
+        serde_json::from_slice(&text).map_err(|e| usage(format!("{}: {e}", manifest_path.display())))?;
     if let Some(v) = a.version {
         manifest.version = v;
+    }
+    // Every size the manifest declares is checked before anything is read
+    // or allocated from it.
+    if let Err(problems) = manifest.validate() {
+        return Err(refused(format!(
+            "{}: {}",
+            manifest_path.display(),
+            bundle::BundleError::Manifest { problems }
+        )));
+    }
+    let (Some(n_in), Some(n_out)) = (manifest.input_values(), manifest.output_values()) else {
+        unreachable!("validate checked the shapes");
+    };
+    let max_cases = triad_inspect::manifest::bounds::MAX_GOLDEN_CASES;
+    if a.golden_inputs.len() > max_cases || a.golden_outputs.len() > max_cases {
+        return Err(usage(format!(
+            "{} --golden-input and {} --golden-output files; the bound is {max_cases} of each",
+            a.golden_inputs.len(),
+            a.golden_outputs.len()
+        )));
     }
     let inputs = a
         .golden_inputs
         .iter()
-        .map(|p| read_f32(p))
+        .map(|p| read_f32(p, "--golden-input", n_in, &manifest.input.shape))
         .collect::<Result<Vec<_>, _>>()?;
     let outputs = if a.golden_outputs.is_empty() {
         None
@@ -378,7 +443,7 @@ fn bundle_build(a: BuildArgs) -> Out {
         Some(
             a.golden_outputs
                 .iter()
-                .map(|p| read_f32(p))
+                .map(|p| read_f32(p, "--golden-output", n_out, &manifest.output.shape))
                 .collect::<Result<Vec<_>, _>>()?,
         )
     };
@@ -594,13 +659,30 @@ fn token_issue(a: IssueArgs) -> Out {
 }
 
 fn read_token(file: &Option<PathBuf>) -> Result<String, Fail> {
-    let text = match file {
-        Some(p) if p.as_os_str() == "-" => {
-            let mut s = String::new();
-            std::io::Read::read_to_string(&mut std::io::stdin(), &mut s).map_err(|e| io_fail(format!("stdin: {e}")))?;
-            s
+    use std::io::Read;
+    // A token is at most MAX_TOKEN_BYTES; with room for surrounding blanks,
+    // anything longer is refused without reading it all.
+    let max = token::MAX_TOKEN_BYTES as u64 + 1024;
+    let read_capped = |r: &mut dyn Read, what: &str| -> Result<String, Fail> {
+        let mut buf = Vec::new();
+        r.take(max + 1)
+            .read_to_end(&mut buf)
+            .map_err(|e| io_fail(format!("{what}: {e}")))?;
+        if buf.len() as u64 > max {
+            return Err(usage(format!(
+                "{what} holds more than {max} bytes; a token is at most {} bytes: give the file with only the token",
+                token::MAX_TOKEN_BYTES
+            )));
         }
-        Some(p) => std::fs::read_to_string(p).map_err(|e| io_fail(format!("--token-file {}: {e}", p.display())))?,
+        String::from_utf8(buf).map_err(|_| usage(format!("{what}: the token is not UTF-8 text")))
+    };
+    let text = match file {
+        Some(p) if p.as_os_str() == "-" => read_capped(&mut std::io::stdin(), "stdin")?,
+        Some(p) => {
+            let what = format!("--token-file {}", p.display());
+            let mut f = std::fs::File::open(p).map_err(|e| io_fail(format!("{what}: {e}")))?;
+            read_capped(&mut f, &what)?
+        }
         None => std::env::var("TRIAD_TOKEN")
             .map_err(|_| usage("no token: give --token-file FILE (or -), or set TRIAD_TOKEN"))?,
     };
