@@ -353,3 +353,17 @@ pub fn weld_inspector() -> triad_inspect::Inspector {
     triad_inspect::Inspector::new(triad_inspect::InspectorConfig { roi, threshold: 0.5 }, &model)
         .expect("the ROI fits the model")
 }
+
+/// A `kB` field (`VmRSS`, `VmHWM`, …) of `/proc/<pid>/status`, in KiB (0
+/// if the process or the field is gone).
+pub fn proc_status_kb(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                let rest = l.strip_prefix(field)?.strip_prefix(':')?;
+                rest.split_whitespace().next()?.parse().ok()
+            })
+        })
+        .unwrap_or(0)
+}

@@ -12,15 +12,28 @@
 //! | `GET /api/models` | — | — | [`TargetStatus`] of every target |
 //! | `GET /api/audit?limit=N` | — | — | the last N audit records (default 100) |
 //!
-//! A deploy's token is checked (all but the replay check) before its body is
-//! read, and a body larger than `models.max_bundle_mb` is refused from its
-//! `Content-Length` (413) before it is received, so an unauthenticated
-//! caller cannot make the node take in a bundle.
+//! Every body from outside is bounded before it is buffered, and nobody
+//! without credentials makes the node read one:
+//!
+//! - A request without a token is refused (401) before its body is read.
+//! - A deploy's token is checked (all but the replay check) before its body
+//!   is read; a body larger than `models.max_bundle_mb` is refused from its
+//!   `Content-Length` (413) before it is received, and a body without one
+//!   (chunked) is read up to that bound and no further (413).
+//! - A command's body is at most [`MAX_COMMAND_BODY`] bytes (413 from its
+//!   `Content-Length`, or as soon as more arrives), its text fields have
+//!   bounds of their own (400 naming the field), and malformed JSON is a 400
+//!   that shows what to send.
+//! - Rollbacks and the GET routes read no body.
+//!
+//! Refusals of callers that have not proven who they are cost the node no
+//! fsync each: the audit trail counts them (see [`super::audit`]).
 //!
 //! A refusal is `{"outcome": "refused", "code": "<stable code>", "reason":
-//! "<what was wrong and what to do>"}` with status 401 (no token), 403
-//! (token, signer or scope refused), 404 (no such target), 409 (not newer),
-//! 413 (bundle too large), 422 (bundle or model refused) or 503.
+//! "<what was wrong and what to do>"}` with status 400 (malformed body), 401
+//! (no token), 403 (token, signer or scope refused), 404 (no such target),
+//! 409 (not newer), 413 (body too large), 422 (bundle or model refused) or
+//! 503.
 
 use super::audit::AuditRecord;
 use super::bundle::BundleError;
@@ -40,6 +53,13 @@ use serde::Deserialize;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use triad_schemas::{CommandAction, ControlCommand, Envelope};
+
+/// The largest body of `POST /api/axes/{axis}/commands`, bytes.
+pub const MAX_COMMAND_BODY: usize = 4 * 1024;
+/// Bounds of a command's `command_id` and `issued_by`, bytes.
+pub const MAX_COMMAND_ID: usize = 128;
+/// Bound of a command's `reason`, bytes.
+pub const MAX_COMMAND_REASON: usize = 1024;
 
 /// What the handlers use.
 #[derive(Clone)]
@@ -150,27 +170,24 @@ async fn deploy(
         return refusal(&r);
     }
     let limit = s.models.limits().max_total_bytes;
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    let too_large = |detail: String| {
-        let r = Refusal::Bundle(BundleError::TooLarge { limit, detail });
-        s.models.audit().record(
-            s.clock.now_ns(),
-            AuditRecord {
+    let bytes = match read_bounded(&headers, body, usize::try_from(limit).unwrap_or(usize::MAX)).await {
+        Ok(b) => b,
+        Err(size) => {
+            let r = Refusal::Bundle(BundleError::TooLarge {
+                limit,
+                detail: format!("the request body is {size}"),
+            });
+            // The caller's token verified (all but the replay check): a
+            // durable record, like every decision on an authenticated request.
+            let audit = s.models.audit().clone();
+            let rec = AuditRecord {
                 origin: origin.clone(),
                 ..AuditRecord::new("deploy", &target, false, r.code(), r.to_string())
-            },
-        );
-        refusal(&r)
-    };
-    if let Some(n) = declared.filter(|n| *n > limit) {
-        return too_large(format!("the request body is {n} bytes"));
-    }
-    let bytes = match axum::body::to_bytes(body, limit as usize).await {
-        Ok(b) => b,
-        Err(_) => return too_large("the request body is larger".into()),
+            };
+            let stamp = s.clock.now_ns();
+            let _ = tokio::task::spawn_blocking(move || audit.record(stamp, rec)).await;
+            return refusal(&r);
+        }
     };
     match s
         .models
@@ -180,6 +197,63 @@ async fn deploy(
         Ok(rep) => ok(rep),
         Err(r) => refusal(&r),
     }
+}
+
+/// Read `body` if it is at most `limit` bytes: refused from its
+/// `Content-Length` before any of it is read, or as soon as more than
+/// `limit` bytes have arrived (a chunked body). `Err` says how large it is
+/// (or "larger").
+async fn read_bounded(headers: &HeaderMap, body: Body, limit: usize) -> Result<axum::body::Bytes, String> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(n) = declared.filter(|n| *n > limit as u64) {
+        return Err(format!("{n} bytes"));
+    }
+    axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| format!("more than {limit} bytes"))
+}
+
+/// Parse and bound a command's body; the error says what was wrong and
+/// what to send.
+fn parse_command(body: &[u8]) -> Result<CommandBody, String> {
+    const EXAMPLE: &str = r#"{"action": "SetRate", "value": 10, "reason": "…", "command_id": "…"}"#;
+    let b: CommandBody = serde_json::from_slice(body).map_err(|e| {
+        let mut e = e.to_string();
+        super::audit::truncate(&mut e, 200);
+        format!("body is not a command ({e}); send JSON like {EXAMPLE}")
+    })?;
+    let fields = [
+        (
+            "command_id",
+            b.command_id.as_deref().map_or(0, str::len),
+            MAX_COMMAND_ID,
+        ),
+        ("issued_by", b.issued_by.as_deref().map_or(0, str::len), MAX_COMMAND_ID),
+        ("reason", b.reason.len(), MAX_COMMAND_REASON),
+    ];
+    for (name, len, max) in fields {
+        if len > max {
+            return Err(format!(
+                "the command's `{name}` is {len} bytes; at most {max} are allowed: send a shorter one"
+            ));
+        }
+    }
+    Ok(b)
+}
+
+/// Audit a command refused before it reached its gate (the trail counts
+/// these, see [`super::audit::is_unauthenticated`]; no fsync here).
+fn audit_command_refusal(s: &ApiState, axis: &str, origin: &str, code: &str, reason: &str) {
+    s.models.audit().record(
+        s.clock.now_ns(),
+        AuditRecord {
+            origin: origin.into(),
+            ..AuditRecord::new("command", axis, false, code, reason)
+        },
+    );
 }
 
 fn ok(rep: DeployReport) -> Response {
@@ -222,26 +296,37 @@ async fn command(
     Path(axis): Path<String>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    body: Body,
 ) -> Response {
     let origin = format!("http {peer}");
-    let Some(gate) = s.gates.iter().find(|g| g.axis() == axis).cloned() else {
-        return refused(
-            StatusCode::NOT_FOUND,
-            "command_unknown_axis",
-            &format!("this node controls no axis {axis:?}"),
-        );
+    // Credentials first: without a token the body is never read.
+    let Some(token) = bearer(&headers) else {
+        let reason = "a command needs a signed command token: send `Authorization: Bearer <token>` (made with `triad token issue --use command`); nothing anonymous changes this node";
+        audit_command_refusal(&s, &axis, &origin, "command_unsigned", reason);
+        return refused(StatusCode::UNAUTHORIZED, "command_unsigned", reason);
     };
-    let b: CommandBody = match serde_json::from_slice(&body) {
+    let Some(gate) = s.gates.iter().find(|g| g.axis() == axis).cloned() else {
+        let mut shown = axis.clone();
+        super::audit::truncate(&mut shown, 64);
+        let reason = format!("this node controls no axis {shown:?}");
+        audit_command_refusal(&s, &axis, &origin, "command_unknown_axis", &reason);
+        return refused(StatusCode::NOT_FOUND, "command_unknown_axis", &reason);
+    };
+    let body = match read_bounded(&headers, body, MAX_COMMAND_BODY).await {
         Ok(b) => b,
-        Err(e) => {
-            return refused(
-                StatusCode::BAD_REQUEST,
-                "command_malformed",
-                &format!(
-                    "body is not a command ({e}); send {{\"action\": \"SetRate\", \"value\": 10, \"reason\": \"…\"}}"
-                ),
+        Err(size) => {
+            let reason = format!(
+                "a command's body is at most {MAX_COMMAND_BODY} bytes and this one is {size}; send only {{\"action\": …, \"value\": …, \"reason\": …}}"
             );
+            audit_command_refusal(&s, &axis, &origin, "command_too_large", &reason);
+            return refused(StatusCode::PAYLOAD_TOO_LARGE, "command_too_large", &reason);
+        }
+    };
+    let b = match parse_command(&body) {
+        Ok(b) => b,
+        Err(reason) => {
+            audit_command_refusal(&s, &axis, &origin, "command_malformed", &reason);
+            return refused(StatusCode::BAD_REQUEST, "command_malformed", &reason);
         }
     };
     let now = s.clock.now_ns();
@@ -261,7 +346,7 @@ async fn command(
         value: b.value,
         reason: b.reason,
         issued_by: b.issued_by.unwrap_or(origin),
-        token: bearer(&headers),
+        token: Some(token),
     };
     match gate.submit(&cmd, Origin::External).await {
         Ok((
