@@ -13,6 +13,10 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// Longest an orderly stop (SIGINT or SIGTERM) may take before the process
+/// exits anyway (systemd's TimeoutStopSec should be longer).
+const STOP_LIMIT: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// triad: real-time control, ONNX inspection and a digital twin on one edge node.
 #[derive(Debug, Parser)]
 #[command(name = "triad", version, about)]
@@ -371,7 +375,19 @@ pub fn main() -> ExitCode {
                 listen,
             };
             let result = rt.block_on(node::run(cfg, opts, async {
-                let _ = tokio::signal::ctrl_c().await;
+                let which = node::stop_signal().await;
+                tracing::info!(signal = which, limit_s = STOP_LIMIT.as_secs(), "orderly stop");
+                // The stop is bounded: if it hangs (a disk that blocks, a
+                // peer that never answers), exit anyway; what was not stored
+                // is completed from the journals at the next start.
+                std::thread::spawn(|| {
+                    std::thread::sleep(STOP_LIMIT);
+                    eprintln!(
+                        "triad: the orderly stop took longer than {} s; exiting now (interrupted closed-loop steps complete at the next start)",
+                        STOP_LIMIT.as_secs()
+                    );
+                    std::process::exit(1);
+                });
             }));
             match result {
                 Ok(rep) => {

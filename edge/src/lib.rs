@@ -13,6 +13,7 @@
 //! | [`mes`] | delivers work orders to the MES over HTTP, retried from the outbox |
 //! | [`dashboard`] | the HTTP dashboard, `/api/state`, `/metrics`, `/healthz` |
 //! | [`clock`] | the `Clock` trait and its backends |
+//! | [`durable`] | atomically replaced state files; damaged files set aside |
 //! | [`config`] | the TOML config, environment overrides, validation |
 //! | [`scenario`], [`report`] | simulated fault schedules and the run report |
 //! | [`cli`] | `triad run`, `triad check-config`, and the model and token commands of [`models::cli`] |
@@ -30,6 +31,7 @@ pub mod commands;
 pub mod config;
 pub mod control;
 pub mod dashboard;
+pub mod durable;
 pub mod mes;
 pub mod metrics;
 pub mod models;

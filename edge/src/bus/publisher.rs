@@ -169,12 +169,15 @@ impl Publisher {
         Ok(msg)
     }
 
-    /// Like [`Publisher::publish`], but while the outbox is full, wait and
-    /// retry (logging the outage every 10 s) instead of failing: the caller
-    /// is slowed down, nothing is dropped.
+    /// Like [`Publisher::publish`], but while the outbox is full or its disk
+    /// fails (full, I/O errors), wait and retry instead of failing: the
+    /// caller is slowed down, nothing it hands over is dropped. A full
+    /// outbox is logged every 10 s; a storage fault is logged once by the
+    /// outbox itself (and shown on `/healthz`), so not here.
     pub async fn publish_durably<M: BusMessage>(&self, topic: &Topic, msg: M, mes: bool) -> Result<M, PublishError> {
         let mut waited = Duration::ZERO;
         let mut last_log = None::<Duration>;
+        let mut nap = Duration::from_millis(200);
         loop {
             match self.publish_lanes(topic, msg.clone(), mes).await {
                 Err(PublishError::Outbox(e @ OutboxError::Full { .. })) => {
@@ -183,11 +186,16 @@ impl Publisher {
                         tracing::error!(topic = %topic, error = %e, waited_s = waited.as_secs(), "outbox full; holding the message and retrying");
                         last_log = Some(waited);
                     }
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    waited += Duration::from_millis(200);
+                    nap = Duration::from_millis(200);
+                }
+                Err(PublishError::Outbox(OutboxError::Storage { .. })) => {
+                    self.metrics.outbox_storage_error();
+                    nap = (nap * 2).min(Duration::from_secs(2));
                 }
                 other => return other,
             }
+            tokio::time::sleep(nap).await;
+            waited += nap;
         }
     }
 }

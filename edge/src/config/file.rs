@@ -56,6 +56,46 @@ pub struct FileConfig {
     /// `[models]`
     #[serde(default)]
     pub models: ModelsSection,
+    /// `[health]`
+    #[serde(default)]
+    pub health: HealthSection,
+}
+
+/// `[health]`: the bounds past which `/healthz` says "degraded".
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthSection {
+    /// Outbox fill (entries or bytes) that degrades health, % of its limit.
+    #[serde(default = "default_outbox_degraded_pct")]
+    pub outbox_degraded_pct: u64,
+    /// Control overruns in the last minute that degrade health.
+    #[serde(default = "default_overruns_per_min_max")]
+    pub overruns_per_min_max: u64,
+    /// The MES unreachable this long degrades health, s.
+    #[serde(default = "default_unreachable_s")]
+    pub mes_unreachable_s: u64,
+    /// The bus failing this long degrades health, s.
+    #[serde(default = "default_unreachable_s")]
+    pub bus_unreachable_s: u64,
+}
+fn default_outbox_degraded_pct() -> u64 {
+    80
+}
+fn default_overruns_per_min_max() -> u64 {
+    60
+}
+fn default_unreachable_s() -> u64 {
+    60
+}
+impl Default for HealthSection {
+    fn default() -> Self {
+        Self {
+            outbox_degraded_pct: default_outbox_degraded_pct(),
+            overruns_per_min_max: default_overruns_per_min_max(),
+            mes_unreachable_s: default_unreachable_s(),
+            bus_unreachable_s: default_unreachable_s(),
+        }
+    }
 }
 
 /// `[node]`
@@ -406,6 +446,13 @@ pub struct OutboxSection {
     /// Maximum pending payload, MiB.
     #[serde(default = "default_max_mb")]
     pub max_mb: u64,
+    /// Disk space kept preallocated for the outbox and released when the
+    /// disk fills, so the outbox is the last writer to run out, MiB (0: none).
+    #[serde(default = "default_reserve_mb")]
+    pub reserve_mb: u64,
+}
+fn default_reserve_mb() -> u64 {
+    4
 }
 fn default_max_entries() -> u64 {
     200_000
@@ -418,6 +465,7 @@ impl Default for OutboxSection {
         Self {
             max_entries: default_max_entries(),
             max_mb: default_max_mb(),
+            reserve_mb: default_reserve_mb(),
         }
     }
 }
@@ -870,6 +918,17 @@ impl Problems {
     }
 }
 
+/// Axes, cells and assets one node runs.
+pub const MAX_PER_NODE: usize = 1;
+/// Derate rules at most.
+pub const MAX_RULES: usize = 64;
+/// The twin must get at least this many samples per alert persistence time.
+pub const TWIN_SAMPLES_PER_PERSISTENCE: u64 = 10;
+/// Longest path in the config, bytes.
+pub const MAX_PATH_LEN: usize = 4096;
+/// Longest URL or address in the config, bytes.
+pub const MAX_URL_LEN: usize = 2048;
+
 impl FileConfig {
     /// Check everything and build the typed config.
     pub fn validate(self) -> Result<NodeConfig, Vec<ConfigProblem>> {
@@ -935,6 +994,63 @@ impl FileConfig {
 
         if self.axes.is_empty() {
             p.add("axes", "no axis configured; add an [[axes]] table");
+        }
+        // The node runs one axis with its cell and asset today; more would be
+        // accepted and silently not run, so they are refused.
+        for (key, n, what) in [
+            ("axes", self.axes.len(), "axis"),
+            ("cells", self.cells.len(), "inspection cell"),
+            ("assets", self.assets.len(), "twin asset"),
+        ] {
+            if n > MAX_PER_NODE {
+                p.add(
+                    key,
+                    format!(
+                        "{n} [[{key}]] entries, but this node runs {MAX_PER_NODE} {what} (one axis with its cell and asset); \
+                         the others would not run: keep one [[{key}]] entry and run one node per axis"
+                    ),
+                );
+            }
+        }
+        if self.rules.len() > MAX_RULES {
+            p.add(
+                "rules",
+                format!(
+                    "{} [[rules]] entries, more than the {MAX_RULES} allowed; one derate rule per asset is enough",
+                    self.rules.len()
+                ),
+            );
+        }
+        // The twin sees one sample per telemetry record: a sparse feed makes
+        // the alert late by up to one sample period.
+        let sample_us = c.cycle_us.saturating_mul(u64::from(c.telemetry_every_cycles));
+        for (i, a) in self.assets.iter().enumerate() {
+            let bound_us = a.persistence_ms.saturating_mul(1000) / TWIN_SAMPLES_PER_PERSISTENCE;
+            if sample_us > bound_us {
+                p.add(
+                    format!("assets[{i}].persistence_ms"),
+                    format!(
+                        "the twin gets one sample every {:.1} ms (control.cycle_us {} × control.telemetry_every_cycles {}), \
+                         but an alert after {} ms needs one at least every {:.1} ms (a {TWIN_SAMPLES_PER_PERSISTENCE}th of it), \
+                         or it is raised up to a sample period late: lower telemetry_every_cycles or cycle_us, or raise persistence_ms",
+                        sample_us as f64 / 1000.0,
+                        c.cycle_us,
+                        c.telemetry_every_cycles,
+                        a.persistence_ms,
+                        bound_us as f64 / 1000.0
+                    ),
+                );
+            }
+        }
+        for (key, len, max) in [
+            ("node.state_dir", self.node.state_dir.as_os_str().len(), MAX_PATH_LEN),
+            ("mes.url", self.mes.url.as_ref().map_or(0, String::len), MAX_URL_LEN),
+            ("bus.url", self.bus.url.as_ref().map_or(0, String::len), MAX_URL_LEN),
+            ("dashboard.listen", self.dashboard.listen.len(), MAX_URL_LEN),
+        ] {
+            if len > max {
+                p.add(key, format!("{len} bytes long, more than the {max} allowed"));
+            }
         }
         let mut axes = Vec::new();
         for (i, a) in self.axes.iter().enumerate() {
@@ -1205,6 +1321,47 @@ impl FileConfig {
             "MiB",
             "size it for the longest broker outage",
         );
+        p.range(
+            "outbox.reserve_mb",
+            self.outbox.reserve_mb,
+            0,
+            4096,
+            "MiB",
+            "a few MiB lets the outbox store on after the disk filled; 0 turns the reserve off",
+        );
+        let h = &self.health;
+        p.range(
+            "health.outbox_degraded_pct",
+            h.outbox_degraded_pct,
+            1,
+            100,
+            "%",
+            "80 warns before the outbox refuses",
+        );
+        p.range(
+            "health.overruns_per_min_max",
+            h.overruns_per_min_max,
+            0,
+            60_000_000,
+            "overruns",
+            "60 is one a second",
+        );
+        p.range(
+            "health.mes_unreachable_s",
+            h.mes_unreachable_s,
+            1,
+            86_400,
+            "s",
+            "60 is usual",
+        );
+        p.range(
+            "health.bus_unreachable_s",
+            h.bus_unreachable_s,
+            1,
+            86_400,
+            "s",
+            "60 is usual",
+        );
 
         let m = &self.mes;
         if let Some(url) = &m.url
@@ -1285,6 +1442,13 @@ impl FileConfig {
                 max_entries: self.outbox.max_entries,
                 max_bytes: self.outbox.max_mb * 1024 * 1024,
             },
+            outbox_reserve_bytes: self.outbox.reserve_mb * 1024 * 1024,
+            health: HealthBounds {
+                outbox_degraded_pct: self.health.outbox_degraded_pct,
+                overruns_per_min_max: self.health.overruns_per_min_max,
+                mes_unreachable: Duration::from_secs(self.health.mes_unreachable_s),
+                bus_unreachable: Duration::from_secs(self.health.bus_unreachable_s),
+            },
             mes: MesConfig {
                 url: m.url.clone(),
                 timeout: Duration::from_millis(m.timeout_ms),
@@ -1334,6 +1498,57 @@ mod tests {
             assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
         }
         assert_eq!(err.problems.len(), 6, "{text}");
+    }
+
+    #[test]
+    fn more_axes_cells_or_assets_than_the_node_runs_are_refused_with_the_count() {
+        let axis = DEFAULT_TOML
+            .split("[[axes]]")
+            .nth(1)
+            .and_then(|t| t.split("\n[").next())
+            .unwrap()
+            .to_string();
+        let many: String = (0..200)
+            .map(|i| format!("\n[[axes]]{}", axis.replace("\"axis_07\"", &format!("\"axis_{i}\""))))
+            .collect();
+        let text = format!("{DEFAULT_TOML}\n{many}");
+        let err = from_toml_str(&text).unwrap_err().to_string();
+        assert!(
+            err.contains("axes: 201 [[axes]] entries, but this node runs 1 axis"),
+            "{err}"
+        );
+        assert!(err.contains("keep one [[axes]] entry"), "{err}");
+    }
+
+    #[test]
+    fn a_twin_feed_too_sparse_for_the_alert_persistence_is_refused() {
+        // 100 ms × 50 = one sample every 5 s against a 3 s persistence.
+        let text = DEFAULT_TOML
+            .replace("cycle_us = 1000", "cycle_us = 100000")
+            .replace("telemetry_every_cycles = 50", "telemetry_every_cycles = 50")
+            .replace("input_stale_ms = 20", "input_stale_ms = 500")
+            .replace("watchdog_ms = 100", "watchdog_ms = 1000");
+        let err = from_toml_str(&text).unwrap_err().to_string();
+        assert!(
+            err.contains("assets[0].persistence_ms: the twin gets one sample every 5000.0 ms"),
+            "{err}"
+        );
+        assert!(err.contains("at least every 300.0 ms"), "{err}");
+        // One every 50 ms is fine for 3 s.
+        from_toml_str(DEFAULT_TOML).unwrap();
+    }
+
+    #[test]
+    fn long_strings_are_refused_by_key() {
+        let text = DEFAULT_TOML.replace(
+            "# url = \"http://mes.example:8080/api/workorders\"",
+            &format!("url = \"http://{}\"", "x".repeat(3000)),
+        );
+        let err = from_toml_str(&text).unwrap_err().to_string();
+        assert!(
+            err.contains("mes.url: 3007 bytes long, more than the 2048 allowed"),
+            "{err}"
+        );
     }
 
     #[test]

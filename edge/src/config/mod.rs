@@ -85,6 +85,10 @@ pub struct NodeConfig {
     pub bus: BusConfig,
     /// Outbox limits.
     pub outbox: OutboxLimits,
+    /// Disk space preallocated for the outbox, released when the disk fills.
+    pub outbox_reserve_bytes: u64,
+    /// Bounds of the health checks.
+    pub health: HealthBounds,
     /// MES connector.
     pub mes: MesConfig,
     /// Dashboard listen address.
@@ -249,6 +253,30 @@ pub struct OutboxLimits {
     pub max_bytes: u64,
 }
 
+/// Bounds past which `/healthz` and `triad_health_status` say "degraded".
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct HealthBounds {
+    /// Outbox fill that degrades, % of its entry or byte limit.
+    pub outbox_degraded_pct: u64,
+    /// Control overruns in the last minute that degrade.
+    pub overruns_per_min_max: u64,
+    /// How long the MES may be unreachable.
+    pub mes_unreachable: Duration,
+    /// How long the bus may fail.
+    pub bus_unreachable: Duration,
+}
+
+impl Default for HealthBounds {
+    fn default() -> Self {
+        Self {
+            outbox_degraded_pct: 80,
+            overruns_per_min_max: 60,
+            mes_unreachable: Duration::from_secs(60),
+            bus_unreachable: Duration::from_secs(60),
+        }
+    }
+}
+
 /// MES connector.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MesConfig {
@@ -285,6 +313,9 @@ pub enum ConfigSource {
     File(PathBuf),
 }
 
+/// Largest config file read, bytes.
+pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
+
 /// Load, apply `TRIAD_*` environment overrides, and validate.
 pub fn load(source: &ConfigSource) -> Result<NodeConfig, ConfigError> {
     use figment::Figment;
@@ -302,6 +333,21 @@ pub fn load(source: &ConfigSource) -> Result<NodeConfig, ConfigError> {
                         key: "(file)".into(),
                         message: "file not found: check the path, or run without --config for the built-in default"
                             .into(),
+                    }],
+                });
+            }
+            // Bounded before it is read.
+            if let Ok(m) = std::fs::metadata(p)
+                && m.len() > MAX_FILE_BYTES
+            {
+                return Err(ConfigError {
+                    source_name: p.display().to_string(),
+                    problems: vec![ConfigProblem {
+                        key: "(file)".into(),
+                        message: format!(
+                            "{} bytes, more than the {MAX_FILE_BYTES} a config file may have: is it the right file?",
+                            m.len()
+                        ),
                     }],
                 });
             }

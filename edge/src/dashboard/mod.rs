@@ -37,6 +37,12 @@ pub struct AppState {
     pub outbox_max_entries: u64,
     /// The node's clock.
     pub clock: Arc<dyn crate::clock::Clock>,
+    /// The outbox (its storage fault and fill, for the health checks).
+    pub outbox: Option<Arc<crate::bus::outbox::Outbox>>,
+    /// Outbox byte limit.
+    pub outbox_max_bytes: u64,
+    /// Bounds of the checks.
+    pub bounds: crate::config::HealthBounds,
 }
 
 /// One health check.
@@ -90,18 +96,71 @@ pub fn health(app: &AppState) -> Health {
             },
         },
     );
+    let b = &app.bounds;
     let pending = snap.outbox.pending_bus + snap.outbox.pending_mes;
+    let bytes = app.outbox.as_ref().map(|o| o.stats().bytes).unwrap_or(0);
+    let pct = b.outbox_degraded_pct.max(1);
     checks.insert(
         "outbox",
-        if pending * 10 >= app.outbox_max_entries * 8 {
+        if pending * 100 >= app.outbox_max_entries * pct
+            || (app.outbox_max_bytes > 0 && bytes * 100 >= app.outbox_max_bytes * pct)
+        {
             Check {
                 status: "degraded",
-                detail: format!("{pending} pending of {} allowed", app.outbox_max_entries),
+                detail: format!(
+                    "{pending} pending of {} allowed, {bytes} of {} bytes: over the {pct} % bound ([health] outbox_degraded_pct); deliveries are failing",
+                    app.outbox_max_entries, app.outbox_max_bytes
+                ),
             }
         } else {
             Check {
                 status: "ok",
                 detail: format!("{pending} pending"),
+            }
+        },
+    );
+    let fault = app.outbox.as_ref().and_then(|o| o.fault());
+    checks.insert(
+        "storage",
+        match (&fault, snap.state_warnings.is_empty()) {
+            (Some(f), _) => Check {
+                status: "degraded",
+                detail: format!(
+                    "the outbox cannot store for {:.0} s{}: {}; producers hold their messages, deliveries wait",
+                    f.for_s,
+                    if f.disk_full {
+                        " (disk full: free space in the state directory)"
+                    } else {
+                        ""
+                    },
+                    f.error
+                ),
+            },
+            (None, false) => Check {
+                status: "degraded",
+                detail: format!("state damaged or lost at start: {}", snap.state_warnings.join(" | ")),
+            },
+            (None, true) => Check {
+                status: "ok",
+                detail: "state files readable and writable".into(),
+            },
+        },
+    );
+    let overruns = snap.control.overruns_last_min;
+    checks.insert(
+        "overruns",
+        if overruns > b.overruns_per_min_max {
+            Check {
+                status: "degraded",
+                detail: format!(
+                    "{overruns} control cycles missed their deadline in the last minute (bound {}, [health] overruns_per_min_max)",
+                    b.overruns_per_min_max
+                ),
+            }
+        } else {
+            Check {
+                status: "ok",
+                detail: format!("{overruns} overruns in the last minute"),
             }
         },
     );
@@ -120,9 +179,20 @@ pub fn health(app: &AppState) -> Health {
         },
     );
     let refused = snap.work_orders.iter().filter(|w| w.refused).count();
+    let mes_down = app.metrics.mes_failing_for().filter(|d| *d >= b.mes_unreachable);
     checks.insert(
         "mes",
-        if refused > 0 {
+        if let Some(d) = mes_down {
+            Check {
+                status: "degraded",
+                detail: format!(
+                    "MES unreachable for {} s (bound {} s, [health] mes_unreachable_s); {} work orders waiting",
+                    d.as_secs(),
+                    b.mes_unreachable.as_secs(),
+                    snap.outbox.pending_mes
+                ),
+            }
+        } else if refused > 0 {
             Check {
                 status: "degraded",
                 detail: format!("{refused} work orders refused by the MES (dead letters)"),
@@ -134,6 +204,38 @@ pub fn health(app: &AppState) -> Health {
             }
         },
     );
+    let bus_down = app.metrics.bus_failing_for().filter(|d| *d >= b.bus_unreachable);
+    checks.insert(
+        "bus",
+        match bus_down {
+            Some(d) => Check {
+                status: "degraded",
+                detail: format!(
+                    "bus failing for {} s (bound {} s, [health] bus_unreachable_s); {} messages wait in the outbox",
+                    d.as_secs(),
+                    b.bus_unreachable.as_secs(),
+                    snap.outbox.pending_bus
+                ),
+            },
+            None => Check {
+                status: "ok",
+                detail: format!("{} messages waiting", snap.outbox.pending_bus),
+            },
+        },
+    );
+    for (name, c) in &checks {
+        let v = match c.status {
+            "ok" => 0,
+            "degraded" => 1,
+            _ => 2,
+        };
+        app.metrics
+            .health
+            .get_or_create(&crate::metrics::CheckLabel {
+                check: (*name).to_string(),
+            })
+            .set(v);
+    }
     let status = if checks.values().any(|c| c.status == "failing") {
         "failing"
     } else if checks.values().any(|c| c.status == "degraded") {
@@ -154,13 +256,13 @@ async fn api_state(State(app): State<AppState>) -> Json<Snapshot> {
     Json(s)
 }
 
-async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
+async fn metrics(State(app): State<AppState>, headers: axum::http::HeaderMap) -> impl IntoResponse {
+    // The health gauges are current as of this scrape.
+    let _ = health(&app);
+    let format = crate::metrics::Format::from_accept(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
     (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        app.metrics.encode(),
+        [(header::CONTENT_TYPE, format.content_type())],
+        app.metrics.encode_as(format),
     )
 }
 

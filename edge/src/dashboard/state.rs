@@ -237,6 +237,8 @@ pub struct ControlView {
     pub rt: String,
     /// Cycle period, µs.
     pub cycle_us: u64,
+    /// Overruns in the last minute (for the health check).
+    pub overruns_last_min: u64,
 }
 
 /// Outbox sizes.
@@ -299,6 +301,9 @@ pub struct Snapshot {
     pub excursions: Vec<ExcursionView>,
     /// Event log, newest last.
     pub events: VecDeque<EventView>,
+    /// State files found damaged or missing at start: file, what was lost,
+    /// what was done (also on `/healthz` as the `storage` check).
+    pub state_warnings: Vec<String>,
 }
 
 /// The shared, mutable snapshot.

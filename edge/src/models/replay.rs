@@ -10,6 +10,10 @@
 //! argument; [`MemoryReplay`] is for tests and tools, [`RedbReplay`] the
 //! node's durable store (`<state_dir>/replay.redb`, fsync per id), which
 //! survives restarts.
+//!
+//! A store of earlier runs found missing, empty or damaged at start is said
+//! (file, what was lost, what to do) and replaced by a new one, never a
+//! reason not to start: [`RedbReplay::lost`].
 
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 use std::collections::HashMap;
@@ -90,6 +94,7 @@ const SEEN: TableDefinition<&str, (i64, i64)> = TableDefinition::new("seen_token
 pub struct RedbReplay {
     db: Database,
     last_prune_s: i64,
+    lost: Option<String>,
 }
 
 impl std::fmt::Debug for RedbReplay {
@@ -99,16 +104,55 @@ impl std::fmt::Debug for RedbReplay {
 }
 
 impl RedbReplay {
-    /// Open or create the store at `path`.
+    /// Open or create the store at `path`. A damaged file is set aside and
+    /// replaced; a store of earlier runs found missing or empty is said.
     pub fn open(path: &Path) -> Result<Self, ReplayRefusal> {
         let store = |e: &dyn std::fmt::Display| ReplayRefusal::Store {
             detail: format!("{}: {e}", path.display()),
         };
-        let db = Database::create(path).map_err(|e| store(&e))?;
-        let tx = db.begin_write().map_err(|e| store(&e))?;
-        tx.open_table(SEEN).map_err(|e| store(&e))?;
-        tx.commit().map_err(|e| store(&e))?;
-        Ok(Self { db, last_prune_s: 0 })
+        let init = |db: &Database| -> Result<(), ReplayRefusal> {
+            let tx = db.begin_write().map_err(|e| store(&e))?;
+            tx.open_table(SEEN).map_err(|e| store(&e))?;
+            tx.commit().map_err(|e| store(&e))
+        };
+        let found = crate::durable::Found::check(path);
+        let mut how = (found != crate::durable::Found::Fine).then(|| found.describe().to_string());
+        let db = match Database::create(path)
+            .map_err(|e| store(&e))
+            .and_then(|db| init(&db).map(|_| db))
+        {
+            Ok(db) => db,
+            Err(e) => {
+                let aside =
+                    crate::durable::set_aside(path).map_err(|e2| store(&format!("{e}; cannot set it aside: {e2}")))?;
+                how = Some(format!("damaged ({e}; kept as {})", aside.display()));
+                let db = Database::create(path).map_err(|e| store(&e))?;
+                init(&db)?;
+                db
+            }
+        };
+        let lost = how.map(|how| {
+            format!(
+                "state file {} was {how} at start: the ids of tokens used before are forgotten, so a token used before \
+                 this start and not yet expired (at most security.max_token_lifetime_s) could be used once more; if \
+                 that matters, rotate the signing keys (revoke the old key in the keyring)",
+                path.display()
+            )
+        });
+        if let Some(l) = &lost {
+            tracing::error!("{l}");
+        }
+        crate::durable::mark_present(path).map_err(|e| store(&e))?;
+        Ok(Self {
+            db,
+            last_prune_s: 0,
+            lost,
+        })
+    }
+
+    /// What was lost at start, if the store of earlier runs was damaged.
+    pub fn lost(&self) -> Option<&str> {
+        self.lost.as_deref()
     }
 
     /// Number of remembered ids.
@@ -200,6 +244,49 @@ mod tests {
             Err(ReplayRefusal::Seen { first_seen_s: 161, .. })
         ));
         assert!(!s.is_empty());
+        assert!(s.lost().is_none());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_damaged_empty_or_missing_store_is_replaced_and_said() {
+        let dir = std::env::temp_dir().join(format!("triad-replay-damage-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("replay.redb");
+        drop(RedbReplay::open(&path).unwrap());
+        // Power cut: garbage in the file.
+        std::fs::write(&path, vec![0x5a; 4096]).unwrap();
+        let s = RedbReplay::open(&path).unwrap();
+        let lost = s.lost().expect("damage is said");
+        assert!(
+            lost.contains("replay.redb") && lost.contains("damaged") && lost.contains("rotate"),
+            "{lost}"
+        );
+        drop(s);
+        assert!(
+            std::fs::read_dir(&dir).unwrap().any(|e| e
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("replay.redb.damaged-")),
+            "the damaged file is kept"
+        );
+        // Truncated to 0 bytes.
+        std::fs::File::create(&path).unwrap();
+        let s = RedbReplay::open(&path).unwrap();
+        assert!(s.lost().unwrap().contains("empty"), "{:?}", s.lost());
+        drop(s);
+        // Deleted.
+        std::fs::remove_file(&path).unwrap();
+        let mut s = RedbReplay::open(&path).unwrap();
+        assert!(s.lost().unwrap().contains("missing"), "{:?}", s.lost());
+        s.check_and_remember("k", "a", 100, 60, 50).unwrap();
+        drop(s);
+        assert!(
+            RedbReplay::open(&path).unwrap().lost().is_none(),
+            "a healthy store says nothing"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

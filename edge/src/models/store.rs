@@ -99,13 +99,46 @@ impl TargetStore {
         }
     }
 
-    /// Read `state.json` (absent: the configured model runs).
+    /// Read `state.json` (absent on a first start: the configured model runs).
+    /// Damaged (set aside) or missing while bundles are left: an error that
+    /// names the file, what was lost and how to recover.
     pub fn load(&self) -> Result<TargetRecord, String> {
         let path = self.root.join("state.json");
+        let bundles: Vec<String> = std::fs::read_dir(self.root.join("bundles"))
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| !n.starts_with('.'))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let lost = |how: &str| {
+            format!(
+                "state file {} is {how}: which deployed bundle was current (and which previous) is lost{}; \
+                 the node runs the configured model; recovery: deploy the bundle again (`triad deploy`)",
+                path.display(),
+                if bundles.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " (bundles kept in {}: {})",
+                        self.root.join("bundles").display(),
+                        bundles.join(", ")
+                    )
+                }
+            )
+        };
         match std::fs::read(&path) {
-            Ok(b) => serde_json::from_slice(&b).map_err(|e| format!("{}: {e}", path.display())),
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| {
+                let aside = crate::durable::set_aside(&path)
+                    .map(|p| format!("kept as {}", p.display()))
+                    .unwrap_or_else(|e| format!("cannot be set aside: {e}"));
+                lost(&format!("damaged ({e}; {aside})"))
+            }),
+            // Bundles but no record of them: the record was lost.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !bundles.is_empty() => Err(lost("missing")),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(TargetRecord::default()),
-            Err(e) => Err(format!("{}: {e}", path.display())),
+            Err(e) => Err(lost(&format!("unreadable ({e})"))),
         }
     }
 
@@ -162,5 +195,38 @@ impl TargetStore {
     /// Read a stored bundle.
     pub fn get_bundle(&self, dir: &str, limits: BundleLimits) -> Result<Bundle, BundleError> {
         Bundle::from_dir(&self.root.join("bundles").join(dir), limits)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_damaged_or_missing_record_is_said_with_the_bundles_and_the_fix() {
+        let dir = std::env::temp_dir().join(format!("triad-store-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = TargetStore::new(&dir, "weld-cell-1");
+        assert_eq!(
+            store.load().unwrap(),
+            TargetRecord::default(),
+            "first start: nothing deployed"
+        );
+        store.save(&TargetRecord::default()).unwrap();
+        std::fs::create_dir_all(dir.join("models/weld-cell-1/bundles/0123456789abcdef")).unwrap();
+        let state = dir.join("models/weld-cell-1/state.json");
+        // Power cut while replacing it: empty file.
+        std::fs::write(&state, b"").unwrap();
+        let err = store.load().unwrap_err();
+        assert!(err.contains("state.json") && err.contains("damaged"), "{err}");
+        assert!(
+            err.contains("0123456789abcdef") && err.contains("triad deploy"),
+            "{err}"
+        );
+        assert!(!state.exists(), "the damaged record is set aside");
+        // Missing, with a bundle left: the record was lost.
+        let err = store.load().unwrap_err();
+        assert!(err.contains("missing") && err.contains("0123456789abcdef"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -5,7 +5,14 @@
 //! results, twin events and the closed loop, publishers, outbox flusher, MES
 //! connector, command consumer, dashboard. [`run`] returns a [`RunReport`]
 //! when the duration is over or the shutdown future resolves.
+//!
+//! The closed loop runs as journaled steps (`chain`): a stop waits for the
+//! chains in flight (at most [`CHAIN_STOP_BUDGET`]) while the control thread
+//! still runs, so a derate can still be applied; what is left is completed
+//! at the next start. [`stop_signal`] resolves on SIGINT or SIGTERM alike.
 
+mod chain;
+mod survey;
 mod tasks;
 pub mod threads;
 
@@ -29,6 +36,25 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use threads::IoStats;
+
+/// How long an orderly stop waits for closed-loop chains in flight.
+pub const CHAIN_STOP_BUDGET: Duration = Duration::from_secs(5);
+
+/// Resolves on the first SIGINT or SIGTERM (systemd's stop) and says which:
+/// both take the same orderly stop.
+pub async fn stop_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+        (Ok(mut int), Ok(mut term)) => tokio::select! {
+            _ = int.recv() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        },
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+            "SIGINT"
+        }
+    }
+}
 use tokio::sync::{mpsc, watch};
 use triad_hw::sim::{PlantParams, SimCamera, SimCameraConfig, SimLine};
 use triad_inspect::history::ResultHistory;
@@ -72,6 +98,11 @@ pub(crate) struct NodeCtx {
     pub asset: AssetConfig,
     pub rule: Option<DerateRule>,
     pub topics: Topics,
+    /// Closed-loop chains in flight.
+    pub chains: chain::ChainTracker,
+    /// The node is stopping (a derate the control thread no longer answers
+    /// is left to the next start).
+    pub stopping: AtomicBool,
 }
 
 /// Build the configured bus backend. It connects in the background: the
@@ -132,7 +163,15 @@ pub async fn run(
     // Durable state first: if it cannot be opened, nothing else starts.
     std::fs::create_dir_all(&cfg.state_dir)
         .with_context(|| format!("cannot create the state directory {}", cfg.state_dir.display()))?;
+    let damaged_before = survey::damaged_files(&cfg.state_dir);
+    let mut state_warnings = survey::before_start(&cfg.state_dir);
     let outbox = Arc::new(Outbox::open(&cfg.state_dir.join("outbox.redb"), cfg.outbox)?);
+    outbox.set_reserve(cfg.outbox_reserve_bytes);
+    let outbox_lost = outbox.open_report().lost.clone();
+    if let Some(what) = &outbox_lost {
+        tracing::error!("{what}");
+        state_warnings.push(what.clone());
+    }
     let pending = outbox.stats();
     if pending.pending_bus + pending.pending_mes > 0 {
         tracing::info!(
@@ -156,6 +195,15 @@ pub async fn run(
     // the asset (re-verified) or the configured or built-in model, and owns
     // swaps and rollbacks.
     let models = crate::models::node::start(&cfg, &cell, &asset, clock.clone(), publisher.clone(), live.clone())?;
+    // The stores are open: what they set aside, and the start's findings.
+    state_warnings.extend(survey::after_start(&cfg.state_dir, &damaged_before));
+    for w in &state_warnings {
+        if outbox_lost.as_ref() != Some(w) {
+            tracing::error!("{w}");
+        }
+    }
+    survey::mark(&cfg.state_dir);
+    live.update(|s| s.state_warnings = state_warnings);
 
     let topics = Topics {
         command: Topic::control_command(&axis.id),
@@ -349,6 +397,8 @@ pub async fn run(
         asset,
         rule,
         topics,
+        chains: chain::ChainTracker::default(),
+        stopping: AtomicBool::new(false),
     });
 
     // Async tasks.
@@ -396,6 +446,9 @@ pub async fn run(
         control: stats.clone(),
         outbox_max_entries: cfg.outbox.max_entries,
         clock: clock.clone(),
+        outbox: Some(outbox.clone()),
+        outbox_max_bytes: cfg.outbox.max_bytes,
+        bounds: cfg.health,
     };
     let mut dash_stop = stop_rx.clone();
     let api = crate::models::http::router(crate::models::http::ApiState {
@@ -411,6 +464,8 @@ pub async fn run(
             let _ = dash_stop.wait_for(|s| *s).await;
         },
     ));
+    // Chains a stop or a power cut interrupted: complete them now.
+    chain::resume(&ctx, outbox_lost.is_some());
     tracing::info!(url = %format!("http://{listen}/"), scenario = opts.scenario.name, "triad node running; dashboard at the url");
     println!(
         "triad: dashboard at http://{listen}/  (scenario {}, Ctrl-C to stop)",
@@ -428,8 +483,18 @@ pub async fn run(
     }
     let ran_for = Duration::from_nanos((clock.now_ns() - started_ns).max(0) as u64);
 
-    // Orderly stop: control to the safe state first, then the plant, then the
-    // workers drain, then the async side delivers what is pending.
+    // Orderly stop. First the closed-loop chains in flight, while the control
+    // thread still runs (a derate can still be applied); then control to the
+    // safe state, then the plant, then the workers drain, then the async side
+    // delivers what is pending. Every step is bounded.
+    ctx.stopping.store(true, Relaxed);
+    if !ctx.chains.wait_idle(CHAIN_STOP_BUDGET).await {
+        tracing::warn!(
+            chains = ctx.chains.active(),
+            budget_s = CHAIN_STOP_BUDGET.as_secs(),
+            "closed-loop chains not finished in the stop budget; their journals complete them at the next start"
+        );
+    }
     stop_control.store(true, Relaxed);
     let _ = control_thread.join();
     stop_io.store(true, Relaxed);
@@ -437,11 +502,15 @@ pub async fn run(
     stop_insp.store(true, Relaxed);
     let _ = insp_thread.join();
     models.service.stop();
-    let _ = results.await;
+    // Bounded: a producer held back by a failing disk must not hold the stop.
+    let bound = Duration::from_secs(3);
+    let _ = tokio::time::timeout(bound, results).await;
     let _ = stop_tx.send(true);
-    let _ = pump.await;
+    let _ = tokio::time::timeout(bound, pump).await;
     let _ = twin_thread.join();
-    let _ = twin_events.await;
+    let _ = tokio::time::timeout(bound, twin_events).await;
+    // Chains the last twin steps raised: what cannot finish is journaled.
+    let _ = ctx.chains.wait_idle(Duration::from_secs(2)).await;
     commands.abort();
     // Give deliveries a moment; whatever is left stays in the outbox for the next start.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(2);

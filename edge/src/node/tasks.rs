@@ -5,17 +5,16 @@ use super::NodeCtx;
 use super::threads::InspectionOutcome;
 use crate::commands::Origin;
 use crate::control::{ControlEvent, ControlTelemetry, TelemetrySample};
-use crate::dashboard::{AlertView, ChainView, ExcursionView, RecentResult, SeriesPoint, WorkOrderView};
+use crate::dashboard::{ExcursionView, RecentResult, SeriesPoint};
 use rtrb::Consumer;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use triad_schemas::{
-    AlertKind, AlertState, AxisMode, ChainStamps, CommandAction, ControlCommand, ControlState, InspectionResult,
-    Priority, Severity, TwinAlert, TwinState, TwinStatus, Verdict, WorkOrder,
+    AlertKind, AlertState, AxisMode, CommandAction, ControlCommand, ControlState, InspectionResult, Severity,
+    TwinAlert, TwinState, TwinStatus, Verdict, WorkOrder,
 };
-use triad_twin::analysis::{AnalysisConfig, Baseline, BatchStats, analyze};
 use triad_twin::{AlertEvent, TwinSample, TwinStep};
 
 fn mode_name(m: AxisMode) -> &'static str {
@@ -42,6 +41,8 @@ pub async fn telemetry_pump(
     let mut last_cycles = 0u64;
     let mut last_overruns = 0u64;
     let mut last_dropped = 0u64;
+    // Overrun counts of the last minute, one every 100 ms.
+    let mut overrun_window: std::collections::VecDeque<u64> = std::collections::VecDeque::with_capacity(601);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -91,10 +92,16 @@ pub async fn telemetry_pump(
                     .get_or_create(&crate::metrics::LaneLabel { lane: lane.into() })
                     .set(v as i64);
             }
+            overrun_window.push_back(overruns);
+            if overrun_window.len() > 600 {
+                overrun_window.pop_front();
+            }
+            let overruns_last_min = overruns - overrun_window.front().copied().unwrap_or(overruns);
             let io_dropped = ctx.io_stats.welds_dropped.load(Relaxed);
             ctx.live.update(|snap| {
                 snap.control.cycles = cycles;
                 snap.control.overruns = overruns;
+                snap.control.overruns_last_min = overruns_last_min;
                 snap.control.jitter_p99_us = p99;
                 snap.control.jitter_max_us = st.max_us();
                 snap.outbox.pending_bus = ob.pending_bus;
@@ -399,15 +406,8 @@ pub async fn twin_task(ctx: Arc<NodeCtx>, mut rx: mpsc::UnboundedReceiver<(TwinS
             }) => {
                 let alert_ns = ctx.clock.now_ns();
                 let alert_id = format!("{}-{}", ctx.asset.id, onset_ns / 1_000_000);
-                ctx.live.update(|s| {
-                    if let Some(e) = s.excursions.iter_mut().rev().find(|e| e.onset_ns == onset_ns) {
-                        e.alerted = true;
-                    }
-                });
                 open_alert = Some(alert_id.clone());
-                let ctx2 = ctx.clone();
-                let step2 = step;
-                tokio::spawn(async move { closed_loop(ctx2, alert_id, onset_ns, alert_ns, residual_c, step2).await });
+                super::chain::start(&ctx, alert_id, onset_ns, alert_ns, residual_c, step.band_c);
             }
             Some(AlertEvent::Cleared { onset_ns, cleared_ns }) => {
                 let alert_id = open_alert
@@ -447,240 +447,8 @@ pub async fn twin_task(ctx: Arc<NodeCtx>, mut rx: mpsc::UnboundedReceiver<(TwinS
     }
 }
 
-/// Alert → derate → analysis → report → work order.
-async fn closed_loop(
-    ctx: Arc<NodeCtx>,
-    alert_id: String,
-    onset_ns: i64,
-    alert_ns: i64,
-    residual_c: f64,
-    step: TwinStep,
-) {
-    ctx.metrics.twin_alerts.inc();
-    let persistence_ms = ctx.asset.persistence.as_millis() as i64;
-    let message = format!(
-        "weld temperature {:+.1} °C off the twin's prediction for more than {:.1} s (band ±{:.1} °C)",
-        residual_c,
-        persistence_ms as f64 / 1000.0,
-        step.band_c
-    );
-    tracing::warn!(alert = %alert_id, asset = %ctx.asset.id, residual_c, "twin alert raised");
-    let ppm_before = ctx.live.update(|s| {
-        s.alerts.push(AlertView {
-            alert_id: alert_id.clone(),
-            asset: ctx.asset.id.to_string(),
-            state: "Raised".into(),
-            severity: "Critical".into(),
-            message: message.clone(),
-            onset_ns,
-            raised_ns: alert_ns,
-            cleared_ns: None,
-        });
-        s.chain = Some(ChainView {
-            alert_id: alert_id.clone(),
-            fault_onset_ns: Some(onset_ns),
-            alert_ns: Some(alert_ns),
-            ..Default::default()
-        });
-        s.axis.ppm_setpoint
-    });
-    ctx.live
-        .event(alert_ns, "alert", format!("alert {alert_id}: {message}"));
-
-    // 1. Derate, per the rule (first, so the line is protected before anything else).
-    let mut derate_ns = None;
-    let mut ppm_after = ppm_before;
-    let mut derate_text = "No derate rule for this asset".to_string();
-    if let Some(rule) = &ctx.rule {
-        let cmd = ControlCommand {
-            envelope: ctx.publisher.envelope(alert_ns),
-            command_id: format!("CMD-{alert_id}"),
-            axis: rule.axis.to_string(),
-            action: CommandAction::Derate,
-            value: Some(rule.derate_ppm),
-            reason: format!("alert {alert_id}: {message}"),
-            issued_by: "rule:derate_on_alert".into(),
-            token: None,
-        };
-        match ctx.gate.submit(&cmd, Origin::Internal).await {
-            Ok((stamp, ControlEvent::Applied { to_ppm, .. })) => {
-                derate_ns = Some(stamp);
-                ppm_after = to_ppm;
-                derate_text = format!("Line derated {ppm_before} → {ppm_after} PPM");
-            }
-            Ok(_) => {}
-            Err(e) => {
-                derate_text = format!("Derate NOT applied ({e})");
-                ctx.live
-                    .event(ctx.clock.now_ns(), "derate", format!("derate not applied: {e}"))
-            }
-        }
-    }
-    ctx.live.update(|s| {
-        if let Some(c) = s.chain.as_mut() {
-            c.derate_ns = derate_ns;
-            c.ppm_before = Some(ppm_before);
-            c.ppm_after = Some(ppm_after);
-        }
-    });
-
-    // 2. The alert on its topic (durable).
-    let alert = TwinAlert {
-        envelope: ctx.publisher.envelope(alert_ns),
-        alert_id: alert_id.clone(),
-        asset: ctx.asset.id.to_string(),
-        kind: AlertKind::ResidualOutOfBand,
-        state: AlertState::Raised,
-        severity: Severity::Critical,
-        onset_ns,
-        raised_ns: alert_ns,
-        residual_c,
-        band_c: step.band_c,
-        persistence_ms,
-        message: message.clone(),
-    };
-    if let Err(e) = ctx
-        .publisher
-        .publish_durably(&ctx.topics.twin_alert, alert, false)
-        .await
-    {
-        tracing::error!(error = %e, "alert not stored");
-    }
-
-    // 3. Analysis of the last batches against the healthy baseline.
-    let n = ctx.cfg.analysis.batches;
-    let (recent, (base_frames, base_defects)) = {
-        let h = ctx.history.lock().expect("history poisoned");
-        (h.last_batches(n), h.baseline(onset_ns, n))
-    };
-    let batches: Vec<BatchStats> = recent
-        .iter()
-        .map(|b| BatchStats {
-            batch_id: b.batch_id.clone(),
-            frames: b.frames,
-            defects: b.defects,
-            first_ns: b.first_ns,
-            last_ns: b.last_ns,
-        })
-        .collect();
-    let acfg = AnalysisConfig {
-        prior_rate: ctx.cfg.analysis.prior_defect_rate,
-        prior_weight_frames: ctx.cfg.analysis.prior_weight_frames,
-    };
-    let analysis = analyze(
-        &batches,
-        &Baseline {
-            frames: base_frames,
-            defects: base_defects,
-        },
-        &acfg,
-        ctx.clock.now_ns(),
-    );
-    let analysis_ns = ctx.clock.now_ns();
-    let (probability, priority, summary, recent_rate, baseline_rate, elevated, frames, defects, batch_ids) =
-        match &analysis {
-            Ok(a) => {
-                let priority = if a.defect_probability >= 0.3 {
-                    Priority::Urgent
-                } else if a.defect_probability >= 0.1 || a.elevated_probability >= 0.95 {
-                    Priority::High
-                } else {
-                    Priority::Normal
-                };
-                (
-                    a.defect_probability,
-                    priority,
-                    a.summary.clone(),
-                    a.recent_rate,
-                    a.baseline_rate,
-                    a.elevated_probability,
-                    a.frames,
-                    a.defects,
-                    a.batches.clone(),
-                )
-            }
-            Err(e) => (
-                f64::NAN,
-                Priority::High,
-                e.to_string(),
-                0.0,
-                acfg.prior_rate,
-                0.0,
-                0,
-                0,
-                Vec::new(),
-            ),
-        };
-    ctx.live.update(|s| {
-        if let Some(c) = s.chain.as_mut() {
-            c.analysis_ns = Some(analysis_ns);
-            c.defect_probability = probability.is_finite().then_some(probability);
-        }
-    });
-    ctx.live.event(analysis_ns, "analysis", summary.clone());
-
-    // 4. The report and the work order.
-    let workorder_ns = ctx.clock.now_ns();
-    let wo = WorkOrder {
-        envelope: ctx.publisher.envelope(workorder_ns),
-        work_order_id: format!("WO-{alert_id}"),
-        line: ctx.cfg.line.to_string(),
-        asset: ctx.asset.id.to_string(),
-        cell: ctx.cell.id.to_string(),
-        axis: ctx.axis.id.to_string(),
-        alert_id: alert_id.clone(),
-        priority,
-        defect_probability: probability.is_finite().then_some(probability),
-        baseline_defect_rate: baseline_rate,
-        recent_defect_rate: recent_rate,
-        elevated_probability: elevated,
-        batches: batch_ids,
-        frames_analysed: frames as i64,
-        defects_found: defects as i64,
-        ppm_before,
-        ppm_after,
-        chain: ChainStamps {
-            fault_onset_ns: onset_ns,
-            alert_ns,
-            derate_ns,
-            analysis_ns,
-            workorder_ns,
-        },
-        summary: format!(
-            "{message}. {derate_text}. {summary}. Check the weld cooling and electrode of {}.",
-            ctx.asset.id
-        ),
-    };
-    write_report(&ctx, &wo);
-    ctx.live.update(|s| {
-        s.work_orders.push(WorkOrderView {
-            work_order_id: wo.work_order_id.clone(),
-            priority: format!("{:?}", wo.priority),
-            defect_probability: wo.defect_probability,
-            summary: wo.summary.clone(),
-            issued_ns: workorder_ns,
-            to_mes: ctx.cfg.mes.url.is_some(),
-            ..Default::default()
-        });
-        if let Some(c) = s.chain.as_mut() {
-            c.workorder_ns = Some(workorder_ns);
-        }
-    });
-    let to_mes = ctx.cfg.mes.url.is_some();
-    match ctx.publisher.publish_durably(&ctx.topics.work_order, wo, to_mes).await {
-        Ok(wo) => {
-            tracing::info!(work_order = %wo.work_order_id, priority = ?wo.priority, defect_probability = wo.defect_probability, to_mes, "work order issued");
-            ctx.live.event(
-                workorder_ns,
-                "workorder",
-                format!("work order {} ({:?}) issued", wo.work_order_id, wo.priority),
-            );
-        }
-        Err(e) => tracing::error!(error = %e, "work order not stored"),
-    }
-}
-
-fn write_report(ctx: &NodeCtx, wo: &WorkOrder) {
+/// Write the analysis report of a work order to `<state_dir>/reports/`.
+pub(crate) fn write_report(ctx: &NodeCtx, wo: &WorkOrder) {
     let dir = ctx.cfg.state_dir.join("reports");
     let path = dir.join(format!("{}.json", wo.alert_id));
     let res = std::fs::create_dir_all(&dir).and_then(|_| {
