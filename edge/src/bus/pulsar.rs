@@ -25,16 +25,33 @@
 //!   producer is exclusive, so "the last one" identifies everything before it.
 //!   Broker deduplication stays enabled on the namespace for pulsar-rs's own
 //!   in-session resends.
+//! - **Drop anywhere**: pulsar-rs spawns a task from the `Drop` of every
+//!   producer and consumer (to tell the broker it closed), and its
+//!   `TokioExecutor` spawns with `tokio::spawn`, which panics outside a runtime
+//!   ("there is no reactor running"). The client here runs on
+//!   [`RuntimeExecutor`], which spawns on the `Handle` of the runtime the bus
+//!   first connected in: a bus, client or producer dropped on a plain thread,
+//!   or after that runtime has ended, never panics (after the end, the close
+//!   task is dropped unrun; the broker notices the closed socket).
+//!   [`PulsarBus::close`] closes the producers explicitly, inside the runtime.
+//! - **No Nagle**: pulsar-rs leaves Nagle's algorithm on for its broker
+//!   connections (the C++ and Java clients turn it off). One connection
+//!   carries the node's command consumer and its producers, so a publish
+//!   written right after an acknowledgement would wait for the broker's
+//!   delayed TCP ACK. Until pulsar-rs sets `TCP_NODELAY` itself
+//!   (docs/upstream/pulsar-rs-tcp-nodelay.patch), [`set_nodelay`] sets it on
+//!   this process's sockets to the broker's port after every connect,
+//!   producer and subscription.
 
 use super::pulsar_admin::{AdminError, PulsarAdmin};
 use super::{Bus, BusError, BusFuture, Delivery, RawMessage, Subscription};
 use crate::config::PulsarConfig;
 use futures::StreamExt;
 use pulsar::consumer::InitialPosition;
+use pulsar::executor::{Delay, Executor, ExecutorKind, Interval, JoinHandle};
 use pulsar::proto::MessageIdData;
 use pulsar::{
     Authentication, ConnectionRetryOptions, ConsumerOptions, OperationRetryOptions, ProducerOptions, Pulsar, SubType,
-    TokioExecutor,
 };
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -42,8 +59,56 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use triad_schemas::{Topic, codec};
 
-type Client = Pulsar<TokioExecutor>;
-type Producer = pulsar::Producer<TokioExecutor>;
+type Client = Pulsar<RuntimeExecutor>;
+type Producer = pulsar::Producer<RuntimeExecutor>;
+
+/// pulsar-rs's executor, bound to one tokio runtime through its `Handle`.
+///
+/// Unlike `pulsar::TokioExecutor` (`tokio::spawn`, which needs the calling
+/// thread to be inside a runtime), it can spawn from any thread, including
+/// from the `Drop` of a producer on a thread that never entered a runtime;
+/// once the runtime has shut down, tokio drops a spawned task instead of
+/// running it, without a panic.
+#[derive(Clone, Debug)]
+pub struct RuntimeExecutor {
+    handle: tokio::runtime::Handle,
+}
+
+impl RuntimeExecutor {
+    /// An executor spawning on the runtime of `handle`.
+    pub fn new(handle: tokio::runtime::Handle) -> Self {
+        Self { handle }
+    }
+}
+
+impl Executor for RuntimeExecutor {
+    fn spawn(&self, f: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>) -> Result<(), ()> {
+        drop(self.handle.spawn(f));
+        Ok(())
+    }
+
+    fn spawn_blocking<F, Res>(&self, f: F) -> JoinHandle<Res>
+    where
+        F: FnOnce() -> Res + Send + 'static,
+        Res: Send + 'static,
+    {
+        JoinHandle::Tokio(self.handle.spawn_blocking(f))
+    }
+
+    fn interval(&self, duration: Duration) -> Interval {
+        let _runtime = self.handle.enter();
+        Interval::Tokio(tokio::time::interval(duration))
+    }
+
+    fn delay(&self, duration: Duration) -> Delay {
+        let _runtime = self.handle.enter();
+        Delay::Tokio(tokio::time::sleep(duration))
+    }
+
+    fn kind(&self) -> ExecutorKind {
+        ExecutorKind::Tokio
+    }
+}
 
 /// Producer state of one topic.
 struct TopicState {
@@ -67,6 +132,73 @@ pub struct PulsarBus {
     topics: Mutex<HashMap<String, Arc<tokio::sync::Mutex<TopicState>>>>,
 }
 
+/// Turn Nagle's algorithm off on every TCP socket of this process whose peer
+/// port is `port` (the broker's): pulsar-rs gives no access to its sockets.
+/// Harmless on a socket that is not pulsar-rs's (another client of the same
+/// port only gets lower latency). Returns how many sockets it set. Linux.
+#[cfg(target_os = "linux")]
+pub fn set_nodelay(port: u16) -> usize {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return 0;
+    };
+    let mut set = 0;
+    for entry in dir.flatten() {
+        let Ok(fd) = entry.file_name().to_string_lossy().parse::<libc::c_int>() else {
+            continue;
+        };
+        if !std::fs::read_link(entry.path()).is_ok_and(|l| l.to_string_lossy().starts_with("socket:")) {
+            continue;
+        }
+        // SAFETY: getpeername/setsockopt only read and write the buffers given
+        // with their lengths; on an fd that closed meanwhile they fail (EBADF),
+        // and one reused for another socket is checked by its peer port first.
+        unsafe {
+            let mut addr: libc::sockaddr_storage = std::mem::zeroed();
+            let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            if libc::getpeername(fd, (&raw mut addr).cast(), &mut len) != 0 {
+                continue;
+            }
+            let peer_port = match addr.ss_family as libc::c_int {
+                libc::AF_INET => u16::from_be((*(&raw const addr).cast::<libc::sockaddr_in>()).sin_port),
+                libc::AF_INET6 => u16::from_be((*(&raw const addr).cast::<libc::sockaddr_in6>()).sin6_port),
+                _ => continue,
+            };
+            if peer_port != port {
+                continue;
+            }
+            let one: libc::c_int = 1;
+            if libc::setsockopt(
+                fd,
+                libc::IPPROTO_TCP,
+                libc::TCP_NODELAY,
+                (&raw const one).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            ) == 0
+            {
+                set += 1;
+            }
+        }
+    }
+    set
+}
+
+/// Elsewhere pulsar-rs's sockets keep Nagle's algorithm on.
+#[cfg(not(target_os = "linux"))]
+pub fn set_nodelay(_port: u16) -> usize {
+    0
+}
+
+/// The port of a `pulsar://` / `pulsar+ssl://` URL (6650 / 6651 if absent).
+fn broker_port(url: &str) -> u16 {
+    let tls = url.starts_with("pulsar+ssl://");
+    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
+    let authority = rest.split(['/', ',']).next().unwrap_or(rest);
+    authority
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .unwrap_or(if tls { 6651 } else { 6650 })
+}
+
 fn unavailable(detail: impl Into<String>) -> BusError {
     BusError::Unavailable {
         backend: "pulsar",
@@ -81,7 +213,11 @@ fn admin_err(e: AdminError) -> BusError {
 impl PulsarBus {
     /// A bus for `cfg`. Does not connect yet; [`PulsarBus::connect`] does.
     pub fn new(cfg: PulsarConfig) -> Result<Self, String> {
-        let token = cfg.token_file.as_deref().map(super::pulsar_admin::read_token).transpose()?;
+        let token = cfg
+            .token_file
+            .as_deref()
+            .map(super::pulsar_admin::read_token)
+            .transpose()?;
         let ca = match &cfg.tls_ca_file {
             Some(f) => Some(std::fs::read(f).map_err(|e| format!("cannot read the CA file {}: {e}", f.display()))?),
             None => None,
@@ -121,6 +257,33 @@ impl PulsarBus {
         Ok(())
     }
 
+    /// Close every producer (telling the broker) and forget the client; a
+    /// later call connects again. Call it inside the runtime before the bus
+    /// is dropped for a clean close. A producer busy with a publish for more
+    /// than 2 s is left to be dropped with the bus, which is safe too. What
+    /// the outbox holds stays there: this only closes connections.
+    pub async fn close(&self) {
+        let states: Vec<_> = self
+            .topics
+            .lock()
+            .expect("topic map poisoned")
+            .values()
+            .cloned()
+            .collect();
+        for state in states {
+            let Ok(mut st) = tokio::time::timeout(Duration::from_secs(2), state.lock()).await else {
+                continue;
+            };
+            if let Some(mut p) = st.producer.take() {
+                let _ = tokio::time::timeout(Duration::from_secs(2), p.close()).await;
+            }
+            st.on_broker = None;
+        }
+        if let Ok(mut client) = tokio::time::timeout(Duration::from_secs(2), self.client.lock()).await {
+            *client = None;
+        }
+    }
+
     async fn client(&self) -> Result<Client, BusError> {
         let mut guard = self.client.lock().await;
         if let Some(c) = guard.as_ref() {
@@ -150,7 +313,8 @@ impl PulsarBus {
     }
 
     async fn build_client(&self) -> Result<Client, BusError> {
-        let mut b = Pulsar::builder(self.cfg.url.clone(), TokioExecutor)
+        let executor = RuntimeExecutor::new(tokio::runtime::Handle::current());
+        let mut b = Pulsar::builder(self.cfg.url.clone(), executor)
             .with_operation_retry_options(OperationRetryOptions {
                 operation_timeout: self.cfg.operation_timeout,
                 retry_delay: Duration::from_millis(500),
@@ -189,7 +353,8 @@ impl PulsarBus {
                 };
                 unavailable(format!("cannot connect to {}: {e}{hint}", self.cfg.url))
             })?;
-        tracing::info!(url = %self.cfg.url, "connected to Pulsar");
+        let nodelay = set_nodelay(broker_port(&self.cfg.url));
+        tracing::info!(url = %self.cfg.url, nodelay_sockets = nodelay, "connected to Pulsar");
         Ok(client)
     }
 
@@ -305,6 +470,8 @@ impl PulsarBus {
                 tracing::warn!(topic = %topic, error = %e, "could not set the compaction threshold; the topic keeps every message");
             }
         }
+        // The producer may have opened a connection to the topic's owner.
+        set_nodelay(broker_port(&self.cfg.url));
         st.producer = Some(producer);
         st.on_broker = None;
         Ok(())
@@ -463,6 +630,7 @@ impl Bus for PulsarBus {
                 .await
                 .map_err(|_| unavailable(format!("subscription {name} to {full} not created in time")))?
                 .map_err(|e| unavailable(format!("cannot subscribe {name} to {full}: {e}")))?;
+            set_nodelay(broker_port(&self.cfg.url));
             let (tx, rx) = mpsc::channel(256);
             let (ack_tx, mut ack_rx) = mpsc::unbounded_channel::<MessageIdData>();
             let topic = topic.clone();
@@ -501,5 +669,33 @@ impl Bus for PulsarBus {
             });
             Ok(Subscription::new(rx))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_broker_port_comes_from_the_url_or_the_scheme_default() {
+        assert_eq!(broker_port("pulsar://127.0.0.1:6650"), 6650);
+        assert_eq!(broker_port("pulsar://broker.example:16650/"), 16650);
+        assert_eq!(broker_port("pulsar://a:7000,b:7000"), 7000);
+        assert_eq!(broker_port("pulsar://broker.example"), 6650);
+        assert_eq!(broker_port("pulsar+ssl://broker.example"), 6651);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn set_nodelay_turns_nagle_off_on_sockets_to_that_port_only() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let to_broker = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let elsewhere = std::net::TcpStream::connect(other.local_addr().unwrap()).unwrap();
+        assert!(!to_broker.nodelay().unwrap() && !elsewhere.nodelay().unwrap());
+        assert!(set_nodelay(port) >= 1);
+        assert!(to_broker.nodelay().unwrap(), "the socket to the port has TCP_NODELAY");
+        assert!(!elsewhere.nodelay().unwrap(), "a socket to another port keeps Nagle");
     }
 }
