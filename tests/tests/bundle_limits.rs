@@ -240,7 +240,8 @@ fn signed_manifests_declaring_too_much_are_refused_at_verify_and_deploy() {
     let rig = Rig::new("bl-signed");
     let root = TempDir::new("bl-signed-files");
     let key = &rig.keys.release;
-    let cases: Vec<(&str, Box<dyn Fn(&mut Bundle)>, &str, &str)> = vec![
+    type Edit<'a> = Box<dyn Fn(&mut Bundle) + 'a>;
+    let cases: Vec<(&str, Edit<'_>, &str, &str)> = vec![
         (
             "cases",
             Box::new(|b: &mut Bundle| {

@@ -385,6 +385,16 @@ pub fn verify(
     if alg != "EdDSA" && alg != "Ed25519" {
         return Err(TokenRefusal::Algorithm { alg });
     }
+    if let Some(kid) = header
+        .kid
+        .as_deref()
+        .filter(|k| k.is_empty() || k.len() > MAX_CLAIM_BYTES)
+    {
+        return Err(malformed(format!(
+            "the header's kid is {} bytes long; the bound is 1 to {MAX_CLAIM_BYTES} bytes",
+            kid.len()
+        )));
+    }
     if header.crit.is_some() {
         return Err(malformed(
             "the header has \"crit\" extensions, which this node does not understand",
@@ -727,6 +737,17 @@ mod tests {
         assert_eq!(e.code(), "token_malformed");
         assert!(
             e.to_string().contains("it is 16385 bytes; the bound is 16384 bytes"),
+            "{e}"
+        );
+        let big_kid = forge(
+            &format!(r#"{{"alg":"EdDSA","kid":"{}"}}"#, "k".repeat(300)),
+            &claims(),
+            &[0; 64],
+        );
+        let e = check(&big_kid, &ring).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("kid is 300 bytes long; the bound is 1 to 256 bytes"),
             "{e}"
         );
         let with = |f: &dyn Fn(&mut Claims)| {
