@@ -690,10 +690,11 @@ impl Writer {
 
     fn write(&mut self, lines: &[Vec<u8>]) {
         let len: u64 = lines.iter().map(|l| l.len() as u64).sum();
-        if self.size > 0 && self.size + len > self.shared.limits.max_file_bytes {
-            if let Err(e) = self.rotate() {
-                tracing::error!(path = %self.path.display(), error = %e, "audit file not rotated; appending to it");
-            }
+        if self.size > 0
+            && self.size + len > self.shared.limits.max_file_bytes
+            && let Err(e) = self.rotate()
+        {
+            tracing::error!(path = %self.path.display(), error = %e, "audit file not rotated; appending to it");
         }
         let buf = lines.concat();
         let res = self.file.write_all(&buf).and_then(|_| self.file.sync_data());
