@@ -21,6 +21,7 @@
 #![deny(missing_docs)]
 
 pub mod builtin;
+pub mod families;
 pub mod history;
 pub mod inspector;
 pub mod manifest;

@@ -52,6 +52,7 @@
 //! `mean`, `std` and `tolerance` are finite. Each problem names the field,
 //! its bound, the value found and what to do.
 
+use crate::families::ModelFamily;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -79,6 +80,8 @@ pub mod bounds {
     pub const MAX_FILES: usize = 1024;
     /// Most golden cases.
     pub const MAX_GOLDEN_CASES: usize = 256;
+    /// Most boxes a detector may keep per frame.
+    pub const MAX_DETECTIONS: usize = 1000;
     /// Largest `manifest.json`, bytes (the weld model's is under 2 KiB;
     /// parsing JSON takes several times its size in memory).
     pub const MAX_MANIFEST_BYTES: usize = 1024 * 1024;
@@ -183,6 +186,13 @@ pub struct ModelManifest {
     pub version: String,
     /// What it is for.
     pub kind: ModelKind,
+    /// Inspection models: the layout of the output and so its pre- and
+    /// post-processing (`grid`, the default; `classifier`; `detector-yolo`).
+    #[serde(default, skip_serializing_if = "is_grid")]
+    pub family: ModelFamily,
+    /// `detector-yolo` only: the decoding's thresholds (defaults: Ultralytics').
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detector: Option<DetectorSpec>,
     /// Input tensor.
     pub input: InputSpec,
     /// Output tensor.
@@ -197,6 +207,45 @@ pub struct ModelManifest {
     /// Bundle only: golden inputs and the outputs they must produce.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub golden: Option<GoldenSpec>,
+}
+
+fn is_grid(f: &ModelFamily) -> bool {
+    *f == ModelFamily::Grid
+}
+
+/// Thresholds of a `detector-yolo` model (see [`crate::families::yolo`]).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetectorSpec {
+    /// Best class score an anchor needs to be a candidate, (0, 1).
+    #[serde(default = "default_confidence")]
+    pub confidence: f32,
+    /// IoU above which class-wise NMS drops the lower box, (0, 1].
+    #[serde(default = "default_iou")]
+    pub iou: f32,
+    /// Most boxes kept per frame, 1 to [`bounds::MAX_DETECTIONS`].
+    #[serde(default = "default_max_detections")]
+    pub max_detections: usize,
+}
+
+fn default_confidence() -> f32 {
+    0.25
+}
+fn default_iou() -> f32 {
+    0.7
+}
+fn default_max_detections() -> usize {
+    300
+}
+
+impl Default for DetectorSpec {
+    fn default() -> Self {
+        Self {
+            confidence: default_confidence(),
+            iou: default_iou(),
+            max_detections: default_max_detections(),
+        }
+    }
 }
 
 /// Golden cases of a bundle: reference inputs and expected outputs.
@@ -329,6 +378,66 @@ impl ModelManifest {
     }
 
     fn inspection_problems(&self) -> Vec<String> {
+        if self.detector.is_some() && self.family != ModelFamily::DetectorYolo {
+            return vec![format!(
+                "detector: thresholds apply to \"family\": \"detector-yolo\" only; this model is {:?}",
+                self.family
+            )];
+        }
+        match self.family {
+            ModelFamily::Grid => self.grid_problems(),
+            ModelFamily::Classifier | ModelFamily::DetectorYolo => self.image_model_problems(),
+        }
+    }
+
+    /// `classifier` and `detector-yolo`: an image in, `[1, C]` or
+    /// `[1, 4 + C, N]` out, a name for every class.
+    fn image_model_problems(&self) -> Vec<String> {
+        use bounds::MAX_DETECTIONS;
+        let mut errs = Vec::new();
+        let s = &self.input.shape;
+        if s.len() != 4 || s[0] != 1 || !(s[1] == 1 || s[1] == 3) {
+            errs.push(format!(
+                "input.shape = {s:?}: must be [1, channels, height, width] with 1 (grey) or 3 (RGB) channels"
+            ));
+        }
+        if self.input.std <= 0.0 {
+            errs.push(format!("input.std = {}: must be > 0", self.input.std));
+        }
+        let (o, c) = (&self.output.shape, self.output.classes.len());
+        if self.family == ModelFamily::Classifier {
+            if o.len() != 2 || o[0] != 1 || o[1] != c || c < 2 {
+                errs.push(format!(
+                    "output.shape = {o:?} with {c} class names: a classifier outputs [1, classes] and names each of at least 2 classes"
+                ));
+            }
+        } else {
+            if o.len() != 3 || o[0] != 1 || o[1] != 4 + c || c == 0 || o[2] == 0 {
+                errs.push(format!(
+                    "output.shape = {o:?} with {c} class names: a YOLOv8 detector outputs [1, 4 + classes, anchors] (e.g. [1, 84, 8400] for 80 classes at 640x640) and names every class"
+                ));
+            }
+            let d = self.detector.unwrap_or_default();
+            if !(d.confidence > 0.0 && d.confidence < 1.0) {
+                errs.push(format!(
+                    "detector.confidence = {}: must be in (0, 1), e.g. 0.25",
+                    d.confidence
+                ));
+            }
+            if !(d.iou > 0.0 && d.iou <= 1.0) {
+                errs.push(format!("detector.iou = {}: must be in (0, 1], e.g. 0.7", d.iou));
+            }
+            if d.max_detections == 0 || d.max_detections > MAX_DETECTIONS {
+                errs.push(format!(
+                    "detector.max_detections = {}: must be 1 to {MAX_DETECTIONS}",
+                    d.max_detections
+                ));
+            }
+        }
+        errs
+    }
+
+    fn grid_problems(&self) -> Vec<String> {
         let mut errs = Vec::new();
         if self.input.shape.len() != 4 || self.input.shape[0] != 1 || self.input.shape[1] != 1 {
             errs.push(format!(
@@ -359,6 +468,11 @@ impl ModelManifest {
 
     fn twin_problems(&self) -> Vec<String> {
         let mut errs = Vec::new();
+        if self.family != ModelFamily::Grid || self.detector.is_some() {
+            errs.push(
+                "family and detector apply to inspection models; remove them from a twin model's manifest".into(),
+            );
+        }
         if self.input.shape != [1, TWIN_FEATURES.len()] {
             errs.push(format!(
                 "input.shape = {:?}: a twin model takes [1, {}] ({})",
@@ -502,5 +616,49 @@ mod tests {
         let text = crate::builtin::WELD_SEAM_MANIFEST.replace("\"mean\": 0.5", "\"mean\": 1e39");
         let e = serde_json::from_str::<ModelManifest>(&text).unwrap_err();
         assert!(e.to_string().contains("number out of range"), "{e}");
+    }
+
+    fn yolo(classes: usize, shape: serde_json::Value) -> ModelManifest {
+        let names: Vec<String> = (0..classes).map(|c| format!("c{c}")).collect();
+        serde_json::from_value(serde_json::json!({
+            "name": "det", "version": "1.0.0", "kind": "inspection", "family": "detector-yolo",
+            "input": {"name": "images", "shape": [1, 3, 640, 640], "mean": 0.0, "std": 1.0},
+            "output": {"name": "output0", "shape": shape, "classes": names},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn families_check_their_own_layouts() {
+        assert_eq!(yolo(80, serde_json::json!([1, 84, 8400])).validate(), Ok(()));
+        let e = yolo(80, serde_json::json!([1, 80, 8400])).validate().unwrap_err();
+        assert!(e[0].contains("[1, 4 + classes, anchors]"), "{e:?}");
+        let mut m = yolo(2, serde_json::json!([1, 6, 100]));
+        m.detector = Some(DetectorSpec {
+            confidence: 1.5,
+            iou: 0.0,
+            max_detections: 0,
+        });
+        let e = m.validate().unwrap_err();
+        assert_eq!(e.len(), 3, "{e:?}");
+        assert!(e[0].starts_with("detector.confidence = 1.5"));
+        // A classifier: [1, C] with C names; the grid's shape is refused.
+        let mut c = yolo(3, serde_json::json!([1, 3]));
+        c.family = ModelFamily::Classifier;
+        assert_eq!(c.validate(), Ok(()));
+        c.output.shape = vec![1, 3, 8, 8];
+        assert!(c.validate().unwrap_err()[0].contains("a classifier outputs [1, classes]"));
+        // Thresholds on a grid model are a mistake, said as such.
+        let mut g: ModelManifest = serde_json::from_str(crate::builtin::WELD_SEAM_MANIFEST).unwrap();
+        assert_eq!(g.validate(), Ok(()));
+        g.detector = Some(DetectorSpec::default());
+        assert!(g.validate().unwrap_err()[0].contains("detector-yolo"));
+    }
+
+    #[test]
+    fn a_grid_manifest_serialises_without_the_new_keys() {
+        let g: ModelManifest = serde_json::from_str(crate::builtin::WELD_SEAM_MANIFEST).unwrap();
+        let text = serde_json::to_string(&g).unwrap();
+        assert!(!text.contains("family") && !text.contains("detector"), "{text}");
     }
 }
