@@ -172,7 +172,15 @@ struct FaultState {
     since: Instant,
     error: String,
     last_reopen: Option<Instant>,
+    /// The last call failed: re-open before the next.
+    needs_reopen: bool,
+    /// Writes have worked since (the fault ends after [`FAULT_CLEARS_AFTER`]).
+    ok_since: Option<Instant>,
 }
+
+/// Writes must work this long before a storage fault is over (a nearly full
+/// disk lets some writes through: one fault, not a flapping one).
+pub const FAULT_CLEARS_AFTER: Duration = Duration::from_secs(2);
 
 /// The outbox.
 pub struct Outbox {
@@ -379,7 +387,7 @@ impl Outbox {
 
     /// Run `f` on the database; on a storage failure, note the fault (and
     /// re-open the database at the next call); on success, end the fault.
-    fn with_db<T>(&self, f: impl FnOnce(&Database) -> Result<T, OutboxError>) -> Result<T, OutboxError> {
+    fn with_db<T>(&self, write: bool, f: impl FnOnce(&Database) -> Result<T, OutboxError>) -> Result<T, OutboxError> {
         self.maybe_reopen();
         let res = {
             let g = self.db.read().expect("outbox lock poisoned");
@@ -393,7 +401,9 @@ impl Outbox {
         match &res {
             Err(OutboxError::Storage { detail, .. }) => self.note_fault(detail),
             Err(_) => {}
-            Ok(_) => self.end_fault(),
+            // Only a write shows the disk takes writes again.
+            Ok(_) if write => self.end_fault(),
+            Ok(_) => {}
         }
         res
     }
@@ -401,7 +411,11 @@ impl Outbox {
     fn note_fault(&self, detail: &str) {
         let mut f = self.fault.lock().expect("poisoned");
         match f.as_mut() {
-            Some(_) => {}
+            Some(st) => {
+                st.needs_reopen = true;
+                st.ok_since = None;
+                st.error = detail.to_string();
+            }
             None => {
                 let full = crate::durable::is_disk_full(detail);
                 tracing::error!(path = %self.path.display(), error = %detail, disk_full = full,
@@ -410,6 +424,8 @@ impl Outbox {
                     since: Instant::now(),
                     error: detail.to_string(),
                     last_reopen: None,
+                    needs_reopen: true,
+                    ok_since: None,
                 });
                 drop(f);
                 if full && std::fs::remove_file(&self.reserve_path).is_ok() {
@@ -424,7 +440,20 @@ impl Outbox {
     }
 
     fn end_fault(&self) {
-        let ended = self.fault.lock().expect("poisoned").take();
+        let ended = {
+            let mut f = self.fault.lock().expect("poisoned");
+            match f.as_mut() {
+                None => None,
+                Some(st) => match st.ok_since {
+                    None => {
+                        st.ok_since = Some(Instant::now());
+                        None
+                    }
+                    Some(t) if t.elapsed() < FAULT_CLEARS_AFTER => None,
+                    Some(_) => f.take(),
+                },
+            }
+        };
         if let Some(f) = ended {
             tracing::info!(path = %self.path.display(), after_s = f.since.elapsed().as_secs_f64(), "outbox storage recovered");
             self.record_delivered();
@@ -442,10 +471,11 @@ impl Outbox {
         {
             let mut f = self.fault.lock().expect("poisoned");
             let Some(st) = f.as_mut() else { return };
-            if st.last_reopen.is_some_and(|t| t.elapsed() < REOPEN_EVERY) {
+            if !st.needs_reopen || st.last_reopen.is_some_and(|t| t.elapsed() < REOPEN_EVERY) {
                 return;
             }
             st.last_reopen = Some(Instant::now());
+            st.needs_reopen = false;
         }
         let mut g = self.db.write().expect("outbox lock poisoned");
         *g = None; // close first: redb holds a lock on the file
@@ -454,6 +484,7 @@ impl Outbox {
             Err(e) => {
                 if let Some(st) = self.fault.lock().expect("poisoned").as_mut() {
                     st.error = format!("re-open failed: {e}");
+                    st.needs_reopen = true;
                 }
             }
         }
@@ -510,7 +541,7 @@ impl Outbox {
 
     /// The last sequence number used for `topic` (0 if none).
     pub fn last_sequence(&self, topic: &str) -> Result<i64, OutboxError> {
-        self.with_db(|db| {
+        self.with_db(false, |db| {
             let tx = db.begin_read().map_err(|e| self.storage(e))?;
             let t = tx.open_table(SEQUENCES).map_err(|e| self.storage(e))?;
             Ok(t.get(topic)
@@ -523,7 +554,7 @@ impl Outbox {
     /// Does any lane still hold the message `sequence` of `topic`?
     pub fn holds(&self, topic: &str, sequence: i64) -> Result<bool, OutboxError> {
         let delivered = self.delivered.lock().expect("poisoned").clone();
-        self.with_db(|db| {
+        self.with_db(false, |db| {
             let tx = db.begin_read().map_err(|e| self.storage(e))?;
             let t = tx.open_table(ENTRIES).map_err(|e| self.storage(e))?;
             for row in t.iter().map_err(|e| self.storage(e))? {
@@ -556,7 +587,7 @@ impl Outbox {
                 max_bytes: self.limits.max_bytes,
             });
         }
-        let (sequence, added) = self.with_db(|db| {
+        let (sequence, added) = self.with_db(true, |db| {
             let tx = db.begin_write().map_err(|e| self.storage(e))?;
             let (sequence, added) = {
                 let mut seqs = tx.open_table(SEQUENCES).map_err(|e| self.storage(e))?;
@@ -641,7 +672,7 @@ impl Outbox {
         skip: impl Fn(&str) -> bool,
     ) -> Result<Vec<OutboxEntry>, OutboxError> {
         let delivered = self.delivered.lock().expect("poisoned").clone();
-        let res = self.with_db(|db| {
+        let res = self.with_db(false, |db| {
             let tx = db.begin_read().map_err(|e| self.storage(e))?;
             let t = tx.open_table(ENTRIES).map_err(|e| self.storage(e))?;
             let l = lane as u8;
@@ -680,7 +711,7 @@ impl Outbox {
         if ids.is_empty() {
             return Ok(());
         }
-        let res = self.with_db(|db| {
+        let res = self.with_db(true, |db| {
             let tx = db.begin_write().map_err(|e| self.storage(e))?;
             let mut removed = Vec::new();
             {
@@ -724,7 +755,7 @@ impl Outbox {
     /// The destination refused this entry for good: keep it aside with the
     /// reason (for an operator to inspect and replay), out of the lane.
     pub fn dead_letter(&self, entry: &OutboxEntry, reason: &str) -> Result<(), OutboxError> {
-        self.with_db(|db| {
+        self.with_db(true, |db| {
             let tx = db.begin_write().map_err(|e| self.storage(e))?;
             {
                 let mut t = tx.open_table(ENTRIES).map_err(|e| self.storage(e))?;
