@@ -866,7 +866,7 @@ impl ModelsSection {
         );
         crate::models::ModelsSettings {
             limits: crate::models::bundle::BundleLimits {
-                max_total_bytes: self.max_bundle_mb * 1024 * 1024,
+                max_total_bytes: self.max_bundle_mb.saturating_mul(1024 * 1024),
                 max_files: self.max_bundle_files,
             },
             fuse: crate::models::fuse::FuseConfig {
@@ -874,8 +874,10 @@ impl ModelsSection {
                 min_frames: self.probation_min_frames,
                 max_errors: self.fuse_max_errors,
                 max_slowdown: self.fuse_max_slowdown,
+                // Out of range (NaN, huge) is refused above; never a panic here.
                 max_inference: (self.fuse_max_inference_ms > 0.0)
-                    .then(|| Duration::from_secs_f64(self.fuse_max_inference_ms / 1000.0)),
+                    .then(|| Duration::try_from_secs_f64(self.fuse_max_inference_ms / 1000.0).ok())
+                    .flatten(),
                 slow_frames: self.fuse_slow_frames,
             },
             warmup_runs: self.warmup_runs,
@@ -920,6 +922,9 @@ impl Problems {
 
 /// Axes, cells and assets one node runs.
 pub const MAX_PER_NODE: usize = 1;
+/// Largest camera frame side a cell's ROI may reach, px (x + width and
+/// y + height): 8192 x 8192 is 64 MiB of grey pixels.
+pub const MAX_FRAME_SIDE_PX: u64 = 8192;
 /// Derate rules at most.
 pub const MAX_RULES: usize = 64;
 /// The twin must get at least this many samples per alert persistence time.
@@ -1116,11 +1121,15 @@ impl FileConfig {
             let axis = axis_ref(&mut p, k("axis"), &c.axis);
             let roi: Option<[u32; 4]> = c.roi.clone().try_into().ok();
             match roi {
-                Some([_, _, w, h]) if w > 0 && h > 0 => {}
+                Some([x, y, w, h])
+                    if w > 0
+                        && h > 0
+                        && u64::from(x) + u64::from(w) <= MAX_FRAME_SIDE_PX
+                        && u64::from(y) + u64::from(h) <= MAX_FRAME_SIDE_PX => {}
                 _ => p.add(
                     k("roi"),
                     format!(
-                        "{:?}: give [x, y, width, height] in pixels, width and height > 0",
+                        "{:?}: give [x, y, width, height] in pixels, width and height > 0, inside a frame of at most {MAX_FRAME_SIDE_PX}x{MAX_FRAME_SIDE_PX}",
                         c.roi
                     ),
                 ),
@@ -1440,9 +1449,9 @@ impl FileConfig {
             bus: bus.expect("checked"),
             outbox: OutboxLimits {
                 max_entries: self.outbox.max_entries,
-                max_bytes: self.outbox.max_mb * 1024 * 1024,
+                max_bytes: self.outbox.max_mb.saturating_mul(1024 * 1024),
             },
-            outbox_reserve_bytes: self.outbox.reserve_mb * 1024 * 1024,
+            outbox_reserve_bytes: self.outbox.reserve_mb.saturating_mul(1024 * 1024),
             health: HealthBounds {
                 outbox_degraded_pct: self.health.outbox_degraded_pct,
                 overruns_per_min_max: self.health.overruns_per_min_max,
@@ -1525,7 +1534,6 @@ mod tests {
         // 100 ms × 50 = one sample every 5 s against a 3 s persistence.
         let text = DEFAULT_TOML
             .replace("cycle_us = 1000", "cycle_us = 100000")
-            .replace("telemetry_every_cycles = 50", "telemetry_every_cycles = 50")
             .replace("input_stale_ms = 20", "input_stale_ms = 500")
             .replace("watchdog_ms = 100", "watchdog_ms = 1000");
         let err = from_toml_str(&text).unwrap_err().to_string();

@@ -980,8 +980,9 @@ impl Manager {
             target: t.spec.id.clone(),
             detail: e.to_string(),
         };
-        let (w, h) = (cfg.roi.x + cfg.roi.w, cfg.roi.y + cfg.roi.h);
-        let frame = vec![0u8; (w * h) as usize];
+        // The config bounds the ROI (MAX_FRAME_SIDE_PX); u32 sums cannot wrap there.
+        let (w, h) = (cfg.roi.x.saturating_add(cfg.roi.w), cfg.roi.y.saturating_add(cfg.roi.h));
+        let frame = vec![0u8; w as usize * h as usize];
         let image = GrayImage {
             width: w,
             height: h,
