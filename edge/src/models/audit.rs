@@ -446,6 +446,18 @@ impl Shared {
     }
 }
 
+/// Does the file's last byte (of `size`) fail to end a line?
+fn ends_torn(file: &mut std::fs::File, size: u64) -> std::io::Result<bool> {
+    use std::io::{Read, Seek, SeekFrom};
+    if size == 0 {
+        return Ok(false);
+    }
+    file.seek(SeekFrom::Start(size - 1))?;
+    let mut last = [0u8; 1];
+    file.read_exact(&mut last)?;
+    Ok(last[0] != b'\n')
+}
+
 /// The audit trail of a node.
 pub struct AuditLog {
     path: PathBuf,
@@ -491,8 +503,19 @@ impl AuditLog {
                 }
             }
         }
-        let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
-        let size = file.metadata()?.len();
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .read(true)
+            .open(path)?;
+        let mut size = file.metadata()?.len();
+        if ends_torn(&mut file, size)? {
+            // A power cut tore the last record: end its line, so the next
+            // record is not glued to it (and lost with it) when read back.
+            file.write_all(b"\n")?;
+            file.sync_data()?;
+            size += 1;
+        }
         let shared = Arc::new(Shared {
             node: node.into(),
             limits,
@@ -784,6 +807,24 @@ mod tests {
         assert_eq!((r[0].stamp_ns, r[0].outcome.as_str()), (5, "refused"));
         assert_eq!(r[1].action, "rollback");
         assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 2);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_record_torn_by_a_power_cut_does_not_swallow_the_next() {
+        let dir = std::env::temp_dir().join(format!("triad-audit-torn-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("audit.jsonl");
+        std::fs::write(&path, b"{\"stamp_ns\":1,\"node\":\"edge-01\",\"act").unwrap();
+        {
+            let log = AuditLog::open(&path, "edge-01").unwrap();
+            log.record(7, AuditRecord::new("rollback", "cell_2245", true, "ok", "asked"));
+        }
+        let log = AuditLog::open(&path, "edge-01").unwrap();
+        let r = log.recent(10);
+        assert_eq!(r.len(), 1, "the record after the torn line is read back");
+        assert_eq!((r[0].stamp_ns, r[0].action.as_str()), (7, "rollback"));
         let _ = std::fs::remove_dir_all(&dir);
     }
 
