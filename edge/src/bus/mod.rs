@@ -144,4 +144,11 @@ pub trait Bus: Send + Sync + 'static {
     }
     /// Subscribe to `topic` under the subscription name `name`.
     fn subscribe<'a>(&'a self, topic: &'a Topic, name: &'a str) -> BusFuture<'a, Subscription>;
+    /// Close producers and connections cleanly (at the node's orderly stop,
+    /// inside its runtime). What the outbox holds stays there. Dropping a
+    /// bus without closing it is safe too; the broker then learns of the
+    /// close when the socket shuts.
+    fn close(&self) -> BusFuture<'_, ()> {
+        Box::pin(async { Ok(()) })
+    }
 }

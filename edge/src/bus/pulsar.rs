@@ -583,6 +583,13 @@ impl Bus for PulsarBus {
         "pulsar"
     }
 
+    fn close(&self) -> BusFuture<'_, ()> {
+        Box::pin(async move {
+            PulsarBus::close(self).await;
+            Ok(())
+        })
+    }
+
     fn ensure_producer<'a>(&'a self, topic: &'a Topic) -> BusFuture<'a, ()> {
         Box::pin(async move {
             let state = self.state(topic);

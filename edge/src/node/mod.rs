@@ -519,6 +519,9 @@ pub async fn run(
     }
     flusher.abort();
     mes.abort();
+    // Close producers and connections while the runtime still runs
+    // (bounded: a broker that does not answer must not hold the stop).
+    let _ = tokio::time::timeout(Duration::from_secs(3), bus.close()).await;
     let _ = dashboard.await;
     let left = outbox.stats();
     if left.pending_bus + left.pending_mes > 0 {

@@ -109,11 +109,9 @@ pub fn after_start(state_dir: &Path, before: &BTreeSet<PathBuf>) -> Vec<String> 
 
 /// Note the audit log as present, for the next start's check.
 pub fn mark(state_dir: &Path) {
-    for f in ["audit.jsonl"] {
-        let p = state_dir.join(f);
-        if p.exists() {
-            let _ = crate::durable::mark_present(&p);
-        }
+    let p = state_dir.join("audit.jsonl");
+    if p.exists() {
+        let _ = crate::durable::mark_present(&p);
     }
 }
 
