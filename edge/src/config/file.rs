@@ -147,7 +147,7 @@ fn default_cycle_us() -> u64 {
     1000
 }
 fn default_input_stale_ms() -> u64 {
-    20
+    50
 }
 fn default_watchdog_ms() -> u64 {
     100
@@ -1534,7 +1534,7 @@ mod tests {
         // 100 ms × 50 = one sample every 5 s against a 3 s persistence.
         let text = DEFAULT_TOML
             .replace("cycle_us = 1000", "cycle_us = 100000")
-            .replace("input_stale_ms = 20", "input_stale_ms = 500")
+            .replace("input_stale_ms = 50", "input_stale_ms = 500")
             .replace("watchdog_ms = 100", "watchdog_ms = 1000");
         let err = from_toml_str(&text).unwrap_err().to_string();
         assert!(
