@@ -189,6 +189,8 @@ async fn chromium_shows_live_values_and_the_alert() {
 
     // A screenshot for people reading the test output.
     let shot = workspace_root().join("target/dashboard-test.png");
+    // target/ may live elsewhere (CARGO_TARGET_DIR): make the folder.
+    std::fs::create_dir_all(shot.parent().unwrap()).unwrap();
     let out = browse(
         &format!("{base}/"),
         profile.path(),
