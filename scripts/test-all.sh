@@ -77,7 +77,7 @@ cargo build --locked --workspace --bins
 step "Apache Pulsar standalone broker"
 # Fetched from Maven Central on first use (cached), bound to 127.0.0.1.
 eval "$(deploy/pulsar/standalone start --fresh)"
-export PULSAR_SERVICE_URL PULSAR_ADMIN_URL
+export PULSAR_SERVICE_URL PULSAR_ADMIN_URL PULSAR_PID   # the shutdown tests pause the broker by its pid
 trap 'deploy/pulsar/standalone stop >/dev/null 2>&1 || true' EXIT
 echo "broker: $PULSAR_SERVICE_URL (admin $PULSAR_ADMIN_URL)"
 
