@@ -269,6 +269,21 @@ async fn a_node_stopped_while_the_broker_is_unreachable_exits_cleanly_and_keeps_
     .unwrap();
 }
 
+/// The running broker's pid, from `deploy/pulsar/standalone env` (other
+/// tests kill and restart the broker, so the pid printed at the first start
+/// may be gone); `PULSAR_PID` if the script cannot tell.
+fn broker_pid() -> String {
+    let out = Command::new(workspace_root().join("deploy/pulsar/standalone"))
+        .arg("env")
+        .output()
+        .expect("deploy/pulsar/standalone env");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("PULSAR_PID=").map(str::to_string))
+        .or_else(|| std::env::var("PULSAR_PID").ok())
+        .expect("no broker pid: start the broker with `deploy/pulsar/standalone start` (this test pauses it)")
+}
+
 /// Resumes a SIGSTOPped broker when dropped, whatever happens in the test.
 struct Paused(String);
 
@@ -289,8 +304,7 @@ impl Drop for Paused {
 async fn a_node_stopped_while_a_publish_is_pending_exits_cleanly_and_keeps_its_messages() {
     let _serial = node_lock().await;
     let (service, admin) = pulsar_env();
-    let pid = std::env::var("PULSAR_PID")
-        .expect("PULSAR_PID: export what `deploy/pulsar/standalone start` prints (this test pauses that broker)");
+    let pid = broker_pid();
     let id = unique("sdp");
     let dir = TempDir::new("pulsar-shutdown-pending");
     let child = spawn_node(
