@@ -10,7 +10,7 @@
 #   5. formatting and lints (rustfmt, clippy -D warnings)
 #   6. the triad binary (with the Pulsar backend) and an Apache Pulsar
 #      standalone broker (deploy/pulsar)
-#   7. `cargo test --workspace`; the broker is stopped at the end
+#   7. `cargo test --workspace --no-fail-fast`; the broker is stopped at the end
 #
 # Environment: TRIAD_SKIP_INSTALL=1 skips steps 1-3 (they are idempotent anyway).
 set -euo pipefail
@@ -82,5 +82,5 @@ trap 'deploy/pulsar/standalone stop >/dev/null 2>&1 || true' EXIT
 echo "broker: $PULSAR_SERVICE_URL (admin $PULSAR_ADMIN_URL)"
 
 step "tests"
-cargo test --workspace --locked
+cargo test --workspace --locked --no-fail-fast
 echo "all checks passed in $(( $(date +%s) - t0 )) s"

@@ -101,6 +101,8 @@ pub struct SeriesPoint {
 pub struct RecentResult {
     /// Sequence.
     pub sequence: i64,
+    /// The model that inspected the frame, name and version.
+    pub model: String,
     /// Part.
     pub part_id: String,
     /// Weld.

@@ -290,9 +290,12 @@ pub async fn results_task(ctx: Arc<NodeCtx>, mut rx: mpsc::Receiver<InspectionOu
             v.frames += 1;
             v.defects += u64::from(fail);
             v.push_verdict(fail);
-            v.model = format!("{} {}", result.model_name, result.model_version);
+            // `v.model` is the model that runs now, set by the model service
+            // at each swap; a result still in flight from the model before a
+            // swap names its own model here and must not set it back.
             v.recent.push_front(RecentResult {
                 sequence: result.envelope.sequence,
+                model: format!("{} {}", result.model_name, result.model_version),
                 part_id: result.part_id.clone(),
                 weld_index: result.weld_index,
                 batch_id: result.batch_id.clone(),
