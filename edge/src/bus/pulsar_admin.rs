@@ -65,6 +65,59 @@ pub enum AdminError {
     },
 }
 
+/// Longest admin answer read, bytes.
+const MAX_ANSWER_BYTES: usize = 8 << 20;
+/// Retries of a transient answer, and the waits between them (doubling):
+/// 0.2 + 0.4 + 0.8 + 1.6 + 2 s, about 5 s in all.
+const RETRY_TIMES: usize = 5;
+const RETRY_FIRST: Duration = Duration::from_millis(200);
+const RETRY_MAX: Duration = Duration::from_secs(2);
+
+/// Is an answer one a busy or recovering broker gives, worth asking again?
+/// 429, 502, 503 and 504 always are; a 500 when its message names a cause
+/// that passes (BookKeeper not yet writable, a bundle being moved, a
+/// timeout). An incompatible schema or a bad request never is.
+pub fn is_transient(status: u16, body: &str) -> bool {
+    match status {
+        429 | 502 | 503 | 504 => true,
+        500 => {
+            let t = body.to_ascii_lowercase();
+            [
+                "bookie",
+                "not ready",
+                "unavailable",
+                "timeout",
+                "timed out",
+                "being unloaded",
+                "try again",
+            ]
+            .iter()
+            .any(|w| t.contains(w))
+        }
+        _ => false,
+    }
+}
+
+/// The outcome of one request that is not an answer to pass on: a transient
+/// answer (retried) or a failure (`error`, returned at once).
+struct Busy {
+    transient: bool,
+    status: u16,
+    body: bytes_body::Body,
+    error: Option<AdminError>,
+}
+
+impl Busy {
+    fn failed(e: AdminError) -> Self {
+        Self {
+            transient: false,
+            status: 0,
+            body: bytes_body::Body(Vec::new()),
+            error: Some(e),
+        }
+    }
+}
+
 /// The admin client.
 #[derive(Clone)]
 pub struct PulsarAdmin {
@@ -155,6 +208,40 @@ impl PulsarAdmin {
         url: &str,
         body: Option<serde_json::Value>,
     ) -> Result<(u16, bytes_body::Body), AdminError> {
+        use backon::{ExponentialBuilder, Retryable};
+        // A broker that is busy or recovering (its bookie not yet writable
+        // after a restart, a namespace bundle moving) answers 5xx for a few
+        // seconds; such an answer is asked again, with backoff, and only then
+        // reported, as what it is (never as a refusal of the request).
+        let policy = ExponentialBuilder::default()
+            .with_min_delay(RETRY_FIRST)
+            .with_max_delay(RETRY_MAX)
+            .with_max_times(RETRY_TIMES);
+        let answer = (|| self.call_once(method, url, body.clone()))
+            .retry(policy)
+            .when(|r: &Busy| r.transient)
+            .notify(|r: &Busy, wait: Duration| {
+                tracing::warn!(%method, %url, status = r.status, detail = %error_text(&r.body.text()), ?wait, "Pulsar admin busy; asking again")
+            })
+            .await;
+        match answer {
+            Ok(ok) => Ok(ok),
+            Err(Busy {
+                status, body, error, ..
+            }) => match error {
+                Some(e) => Err(e),
+                None => Ok((status, body)),
+            },
+        }
+    }
+
+    /// One request; a transient answer comes back as `Err(Busy)` to be retried.
+    async fn call_once(
+        &self,
+        method: &'static str,
+        url: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<(u16, bytes_body::Body), Busy> {
         let mut req = match method {
             "GET" => self.http.get(url),
             "PUT" => self.http.put(url),
@@ -167,23 +254,48 @@ impl PulsarAdmin {
         if let Some(b) = body {
             req = req.json(&b);
         }
-        let res = req.send().await.map_err(|e| AdminError::Unreachable {
-            url: url.into(),
-            detail: e.to_string(),
-        })?;
+        let unreachable = |e: reqwest::Error| {
+            Busy::failed(AdminError::Unreachable {
+                url: url.into(),
+                detail: e.to_string(),
+            })
+        };
+        let mut res = req.send().await.map_err(unreachable)?;
         let status = res.status().as_u16();
-        let bytes = res.bytes().await.map_err(|e| AdminError::Unreachable {
-            url: url.into(),
-            detail: e.to_string(),
-        })?;
+        // Bounded before it is buffered: the largest answer is a message
+        // payload (Pulsar's default maxMessageSize is 5 MiB).
+        let mut bytes = Vec::new();
+        while let Some(chunk) = res.chunk().await.map_err(unreachable)? {
+            if bytes.len() + chunk.len() > MAX_ANSWER_BYTES {
+                return Err(Busy::failed(AdminError::Http {
+                    method,
+                    url: url.into(),
+                    status,
+                    detail: format!(
+                        "the answer is longer than {} MiB; is admin_url the broker's web service?",
+                        MAX_ANSWER_BYTES >> 20
+                    ),
+                }));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
         if status == 401 || status == 403 {
-            return Err(AdminError::Auth {
+            return Err(Busy::failed(AdminError::Auth {
                 url: url.into(),
                 status,
                 detail: error_text(&String::from_utf8_lossy(&bytes)),
+            }));
+        }
+        let body = bytes_body::Body(bytes);
+        if is_transient(status, &body.text()) {
+            return Err(Busy {
+                transient: true,
+                status,
+                body,
+                error: None,
             });
         }
-        Ok((status, bytes_body::Body(bytes.to_vec())))
+        Ok((status, body))
     }
 
     fn http_err(method: &'static str, url: &str, status: u16, body: &bytes_body::Body) -> AdminError {
@@ -289,6 +401,9 @@ impl PulsarAdmin {
         let v: serde_json::Value = serde_json::from_slice(&resp.0).unwrap_or_default();
         match st {
             200 | 202 if v.get("compatibility").and_then(|c| c.as_bool()) != Some(false) => Ok(()),
+            // A 500 the retries could not get past (the broker still
+            // recovering) is not a refusal of the schema.
+            500 if is_transient(st, &resp.text()) => Err(Self::http_err("POST", &url, st, &resp)),
             200 | 202 | 409 | 500 => Err(AdminError::Incompatible {
                 topic: topic_local.into(),
                 detail: error_text(&resp.text()),
@@ -400,6 +515,112 @@ mod tests {
         );
         let html = "<html><head><title>Error 415</title></head><body><h2>HTTP ERROR 415 Unsupported Media Type</h2></body></html>";
         assert_eq!(error_text(html), "Error 415 HTTP ERROR 415 Unsupported Media Type");
+    }
+
+    /// A broker stand-in on loopback that answers each request with the next
+    /// of `answers` (status, body) and counts the requests.
+    async fn scripted_broker(answers: Vec<(u16, Vec<u8>)>) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let n = count.clone();
+        tokio::spawn(async move {
+            for (status, body) in answers {
+                let (mut sock, _) = listener.accept().await.unwrap();
+                n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let mut req = Vec::new();
+                let mut buf = [0u8; 4096];
+                // Headers, then the declared body.
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let k = sock.read(&mut buf).await.unwrap();
+                    req.extend_from_slice(&buf[..k]);
+                }
+                let head = String::from_utf8_lossy(&req).to_ascii_lowercase();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .map_or(0, |v| v.trim().parse().unwrap());
+                let have = req.len() - (head.find("\r\n\r\n").unwrap() + 4);
+                let mut left = len.saturating_sub(have);
+                while left > 0 {
+                    left -= sock.read(&mut buf).await.unwrap();
+                }
+                let head = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    body.len()
+                );
+                sock.write_all(head.as_bytes()).await.unwrap();
+                let _ = sock.write_all(&body).await;
+                let _ = sock.shutdown().await;
+            }
+        });
+        (url, count)
+    }
+
+    fn admin(url: &str) -> PulsarAdmin {
+        PulsarAdmin::new(url, None, None, Duration::from_secs(5)).unwrap()
+    }
+
+    const NO_BOOKIES: &str =
+        r#"{"reason":"org.apache.bookkeeper.mledger.ManagedLedgerException: Not enough non-faulty bookies available"}"#;
+
+    #[tokio::test]
+    async fn a_recovering_broker_is_asked_again_and_its_answer_taken() {
+        let (url, count) = scripted_broker(vec![
+            (500, NO_BOOKIES.into()),
+            (503, b"Service Unavailable".to_vec()),
+            (200, br#"{"version":3}"#.to_vec()),
+        ])
+        .await;
+        let v = admin(&url).push_schema("public", "default", "t", "{}").await.unwrap();
+        assert_eq!(v, 3);
+        assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_broker_that_stays_busy_is_an_error_not_a_schema_refusal() {
+        let (url, count) = scripted_broker(vec![(500, NO_BOOKIES.into()); RETRY_TIMES + 1]).await;
+        let e = admin(&url)
+            .check_schema("public", "default", "t", "{}")
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, AdminError::Http { status: 500, detail, .. } if detail.contains("bookies")),
+            "{e:?}"
+        );
+        assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), RETRY_TIMES + 1);
+    }
+
+    #[tokio::test]
+    async fn an_incompatible_schema_is_refused_at_once() {
+        let body = br#"{"reason":"org.apache.pulsar.broker.service.schema.exceptions.IncompatibleSchemaException: Incompatible schema: strategy BACKWARD"}"#;
+        let (url, count) = scripted_broker(vec![(500, body.to_vec())]).await;
+        let e = admin(&url)
+            .check_schema("public", "default", "t", "{}")
+            .await
+            .unwrap_err();
+        assert!(matches!(&e, AdminError::Incompatible { .. }), "{e:?}");
+        assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn an_answer_is_bounded_before_it_is_buffered() {
+        let (url, _) = scripted_broker(vec![(200, vec![b'x'; MAX_ANSWER_BYTES + 1])]).await;
+        let e = admin(&url).get_schema("public", "default", "t").await.unwrap_err();
+        assert!(
+            matches!(&e, AdminError::Http { detail, .. } if detail.contains("longer than 8 MiB")),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn transient_answers_are_told_from_refusals() {
+        assert!(is_transient(503, ""));
+        assert!(is_transient(500, NO_BOOKIES));
+        assert!(!is_transient(500, "IncompatibleSchemaException"));
+        assert!(!is_transient(409, "busy"));
+        assert!(!is_transient(404, "timeout"));
     }
 
     #[test]
