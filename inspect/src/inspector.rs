@@ -1,8 +1,19 @@
-//! One worker's inspector: preprocess → model → postprocess.
+//! One worker's inspector: preprocess → model → postprocess, for every
+//! model family the manifest may declare.
+//!
+//! The family (`"family"` in the manifest) picks a [`Head`]: how the ROI
+//! becomes the model's input and how the output becomes a verdict (the
+//! table and rules are in [`crate::families::head`]). Whatever the family,
+//! an [`Inspection`] is a verdict, defect boxes in frame pixels (none on a
+//! Pass, at least one on a Fail), the ROI's hash and the model's name and
+//! version, and the errors are the same: a non-finite output is
+//! [`InspectError::NonFinite`], an engine failure [`InspectError::Model`],
+//! which the node's probation fuse counts alike for every family.
 
+use crate::families::Detection;
+use crate::families::head::Head;
 use crate::model::{ModelError, ModelSession, OnnxModel};
-use crate::postprocess::boxes;
-use crate::preprocess::{GrayImage, Normalization, Roi, normalize_roi, roi_hash};
+use crate::preprocess::{GrayImage, Normalization, Roi, roi_hash};
 use std::sync::Arc;
 use thiserror::Error;
 use triad_schemas::{DefectBox, Verdict};
@@ -10,9 +21,13 @@ use triad_schemas::{DefectBox, Verdict};
 /// Settings of one inspection cell.
 #[derive(Clone, Debug, PartialEq)]
 pub struct InspectorConfig {
-    /// Region of the frame the model sees; must match the model's input size.
+    /// Region of the frame the model sees: the model's input size for a
+    /// `grid` or `classifier` model; any size for a `detector-yolo` model
+    /// (it is letterboxed into the input).
     pub roi: Roi,
-    /// A cell is defective when its defect probability exceeds this.
+    /// `grid` models: a cell is defective when its defect probability
+    /// exceeds this. (A classifier passes on its ok class; a detector's
+    /// thresholds are in its manifest.)
     pub threshold: f32,
 }
 
@@ -64,6 +79,14 @@ pub enum InspectError {
         /// Model input height.
         input_h: usize,
     },
+    /// A detector's ROI is empty.
+    #[error("ROI {roi:?} is empty: model {model} needs a ROI of at least 1x1 pixels; set the cell's roi")]
+    EmptyRoi {
+        /// Model name.
+        model: String,
+        /// ROI.
+        roi: Roi,
+    },
     /// The model failed.
     #[error(transparent)]
     Model(#[from] ModelError),
@@ -84,37 +107,34 @@ pub enum InspectError {
 pub struct Inspector {
     cfg: InspectorConfig,
     session: ModelSession,
+    head: Head,
     norm: Normalization,
     input: Vec<f32>,
     output: Vec<f32>,
+    detections: Vec<Detection>,
 }
 
 impl Inspector {
-    /// An inspector for `model`; checks that the ROI fits its input.
+    /// An inspector for `model`; checks that the ROI fits its input (see
+    /// [`InspectorConfig::roi`]).
     pub fn new(cfg: InspectorConfig, model: &Arc<OnnxModel>) -> Result<Self, InspectError> {
         let m = model.manifest();
-        let (input_h, input_w) = (m.input.shape[2], m.input.shape[3]);
-        if cfg.roi.w as usize != input_w || cfg.roi.h as usize != input_h {
-            return Err(InspectError::RoiMismatch {
-                model: m.name.clone(),
-                roi_w: cfg.roi.w,
-                roi_h: cfg.roi.h,
-                input_w,
-                input_h,
-            });
-        }
+        let head = Head::new(m, cfg.roi)?;
         let norm = Normalization {
             mean: m.input.mean,
             std: m.input.std,
         };
-        let n_in = input_w * input_h;
-        let n_out = m.output.shape.iter().product();
+        // `load` validated the manifest: both products are within bounds.
+        let n_in = m.input_values().unwrap_or(0);
+        let n_out = m.output_values().unwrap_or(0);
         Ok(Self {
             cfg,
             session: model.session()?,
+            head,
             norm,
             input: vec![0.0; n_in],
             output: Vec::with_capacity(n_out),
+            detections: Vec::new(),
         })
     }
 
@@ -134,7 +154,8 @@ impl Inspector {
                 roi,
             });
         }
-        normalize_roi(image, roi, self.norm, &mut self.input);
+        self.detections.clear();
+        self.head.prepare(image, roi, self.norm, &mut self.input);
         self.session.infer(&self.input, &mut self.output)?;
         let m = self.session.model().manifest();
         let bad = self.output.iter().filter(|v| !v.is_finite()).count();
@@ -145,28 +166,32 @@ impl Inspector {
                 count: bad,
             });
         }
-        let (rows, cols) = (m.output.shape[2], m.output.shape[3]);
-        let defects = boxes(&self.output, &m.output.classes, rows, cols, roi, self.cfg.threshold);
+        let j = self.head.judge(m, &self.output, roi, self.cfg.threshold)?;
+        self.detections = j.detections;
         Ok(Inspection {
-            verdict: if defects.is_empty() {
-                Verdict::Pass
-            } else {
-                Verdict::Fail
-            },
-            defects,
+            verdict: j.verdict,
+            defects: j.defects,
             roi_hash: roi_hash(image, roi),
             model_name: m.name.clone(),
             model_version: m.version.clone(),
         })
     }
 
-    /// The raw output of the last inference (class grid), for tests and tools.
+    /// The raw output of the last inference (class grid, class scores or
+    /// detector tensor), for tests and tools.
     pub fn last_output(&self) -> &[f32] {
         &self.output
     }
 
-    /// The normalised input of the last inference, for tests and tools.
+    /// The input tensor of the last inference, for tests and tools.
     pub fn last_input(&self) -> &[f32] {
         &self.input
+    }
+
+    /// `detector-yolo`: the boxes of the last inspection in frame pixels
+    /// before rounding (its defects are these rounded outwards), highest
+    /// score first; empty for other families.
+    pub fn last_detections(&self) -> &[Detection] {
+        &self.detections
     }
 }

@@ -193,6 +193,10 @@ pub struct ModelManifest {
     /// `detector-yolo` only: the decoding's thresholds (defaults: Ultralytics').
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detector: Option<DetectorSpec>,
+    /// `classifier` only: how its output is read and which class passes
+    /// (defaults: softmax, the first class, top 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classifier: Option<ClassifierSpec>,
     /// Input tensor.
     pub input: InputSpec,
     /// Output tensor.
@@ -245,6 +249,62 @@ impl Default for DetectorSpec {
             iou: default_iou(),
             max_detections: default_max_detections(),
         }
+    }
+}
+
+/// How a `classifier` model's output is read (see
+/// [`crate::families::classifier`] and [`crate::inspector`]).
+///
+/// The verdict does not depend on `softmax` (the softmax keeps the order of
+/// the classes), only the scores do.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassifierSpec {
+    /// The output is logits, turned into probabilities with a softmax
+    /// (default). `false` when the graph ends in a Softmax already (an
+    /// Ultralytics classify export does).
+    #[serde(default = "yes")]
+    pub softmax: bool,
+    /// The class that means "no defect": a frame passes when it is the most
+    /// likely class. Default: the first class, as channel 0 of a grid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ok_class: Option<String>,
+    /// How many classes are ranked, at least 1 (default 3; more than the
+    /// model has means all of them). A failed frame lists the defect
+    /// classes among them.
+    #[serde(default = "default_top_k")]
+    pub top_k: usize,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_top_k() -> usize {
+    3
+}
+
+impl Default for ClassifierSpec {
+    fn default() -> Self {
+        Self {
+            softmax: true,
+            ok_class: None,
+            top_k: default_top_k(),
+        }
+    }
+}
+
+impl ModelManifest {
+    /// A classifier's settings with the defaults filled in: `(softmax, index
+    /// of the ok class, top_k)`; `None` if the ok class is not one of the
+    /// classes (refused by [`ModelManifest::validate`]).
+    pub fn classifier_settings(&self) -> Option<(bool, usize, usize)> {
+        let spec = self.classifier.clone().unwrap_or_default();
+        let classes = &self.output.classes;
+        let ok = match &spec.ok_class {
+            None => 0,
+            Some(name) => classes.iter().position(|c| c == name)?,
+        };
+        Some((spec.softmax, ok, spec.top_k.clamp(1, classes.len().max(1))))
     }
 }
 
@@ -384,6 +444,12 @@ impl ModelManifest {
                 self.family
             )];
         }
+        if self.classifier.is_some() && self.family != ModelFamily::Classifier {
+            return vec![format!(
+                "classifier: settings apply to \"family\": \"classifier\" only; this model is {:?}",
+                self.family
+            )];
+        }
         match self.family {
             ModelFamily::Grid => self.grid_problems(),
             ModelFamily::Classifier | ModelFamily::DetectorYolo => self.image_model_problems(),
@@ -410,6 +476,17 @@ impl ModelManifest {
                 errs.push(format!(
                     "output.shape = {o:?} with {c} class names: a classifier outputs [1, classes] and names each of at least 2 classes"
                 ));
+            }
+            if let Some(spec) = &self.classifier {
+                if let Some(name) = spec.ok_class.as_ref().filter(|n| !self.output.classes.contains(n)) {
+                    errs.push(format!(
+                        "classifier.ok_class = {name:?} is not one of output.classes {:?}: name the class that means no defect",
+                        self.output.classes
+                    ));
+                }
+                if spec.top_k == 0 {
+                    errs.push("classifier.top_k = 0: rank at least 1 class, e.g. 3".into());
+                }
             }
         } else {
             if o.len() != 3 || o[0] != 1 || o[1] != 4 + c || c == 0 || o[2] == 0 {
@@ -468,9 +545,10 @@ impl ModelManifest {
 
     fn twin_problems(&self) -> Vec<String> {
         let mut errs = Vec::new();
-        if self.family != ModelFamily::Grid || self.detector.is_some() {
+        if self.family != ModelFamily::Grid || self.detector.is_some() || self.classifier.is_some() {
             errs.push(
-                "family and detector apply to inspection models; remove them from a twin model's manifest".into(),
+                "family, detector and classifier apply to inspection models; remove them from a twin model's manifest"
+                    .into(),
             );
         }
         if self.input.shape != [1, TWIN_FEATURES.len()] {

@@ -1,6 +1,6 @@
 //! A classifier's output: one label for the whole ROI.
 //!
-//! The output is `[1, C]`: logits (the manifest says `"softmax": true` and
+//! The output is `[1, C]`: logits (the manifest's `classifier.softmax`, true by default, and
 //! they are turned into probabilities with a numerically stable softmax,
 //! `exp(x − max) / Σ exp(x − max)`) or probabilities already. The top `k`
 //! classes are returned, highest first; equal probabilities keep class order.

@@ -13,6 +13,7 @@
 //! a clock, a file or a model.
 
 pub mod classifier;
+pub mod head;
 pub mod letterbox;
 pub mod nms;
 pub mod yolo;
