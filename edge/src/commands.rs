@@ -33,7 +33,7 @@ use crate::metrics::Metrics;
 use crate::models::SecurityConfig;
 use crate::models::audit::{AuditLog, AuditRecord};
 use crate::models::manager::SharedReplay;
-use crate::models::replay::{ReplayGuard, ReplayRefusal};
+use crate::models::replay::{ReplayGuard, ReplayRefusal, TokenId};
 use crate::models::token::{self, TokenRefusal, TokenUse, VerifiedToken};
 use rtrb::Producer;
 use std::collections::HashMap;
@@ -155,8 +155,7 @@ impl AuthRefusal {
             AuthRefusal::Unsigned => "command_unsigned",
             AuthRefusal::Token(t) => t.code(),
             AuthRefusal::OutOfScope { .. } => "command_out_of_scope",
-            AuthRefusal::Replay(ReplayRefusal::Seen { .. }) => "token_replayed",
-            AuthRefusal::Replay(ReplayRefusal::Store { .. }) => "replay_store",
+            AuthRefusal::Replay(r) => r.code(),
         }
     }
 }
@@ -213,13 +212,7 @@ pub fn authorise(
             )));
         }
     }
-    replay.check_and_remember(
-        &tok.key_fingerprint,
-        &tok.claims.jti,
-        tok.claims.exp,
-        security.policy.clock_skew_s,
-        now_s,
-    )?;
+    replay.check_and_remember(TokenId::of(&tok), security.policy.clock_skew_s, now_s)?;
     Ok(tok)
 }
 

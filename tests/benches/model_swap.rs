@@ -256,7 +256,9 @@ fn main() {
         },
     ]);
     let audit = Arc::new(AuditLog::open(&dir.path().join("audit.jsonl"), DEVICE).unwrap());
-    let replay: SharedReplay = Arc::new(Mutex::new(RedbReplay::open(&dir.path().join("replay.redb")).unwrap()));
+    let replay: SharedReplay = Arc::new(Mutex::new(
+        RedbReplay::open(&dir.path().join("replay.redb"), TokenPolicy::default(), now_s()).unwrap(),
+    ));
     let service = ModelService::start(ServiceOptions {
         device: DEVICE.into(),
         state_dir: dir.path().to_path_buf(),

@@ -485,7 +485,8 @@ fn a_stored_bundle_whose_signer_was_revoked_is_not_loaded_at_start() {
         triad_edge::models::audit::AuditLog::open(&rig.dir.path().join("audit.jsonl"), DEVICE).unwrap(),
     );
     let replay: triad_edge::models::manager::SharedReplay = std::sync::Arc::new(std::sync::Mutex::new(
-        triad_edge::models::replay::RedbReplay::open(&rig.dir.path().join("replay.redb")).unwrap(),
+        triad_edge::models::replay::RedbReplay::open(&rig.dir.path().join("replay.redb"), Default::default(), now_s())
+            .unwrap(),
     ));
     let svc = triad_edge::models::ModelService::start(triad_edge::models::ServiceOptions {
         device: DEVICE.into(),

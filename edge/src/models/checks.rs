@@ -33,7 +33,7 @@ use super::bundle::{
     self, Bundle, BundleError, BundleLimits, MANIFEST_FILE, ParsedManifest, SIGNATURE_FILE, f32_values, sha256_hex,
 };
 use super::keyring::{KeyRefusal, KeyUse, Keyring};
-use super::replay::{ReplayGuard, ReplayRefusal};
+use super::replay::{ReplayGuard, ReplayRefusal, TokenId};
 use super::token::{self, TokenPolicy, TokenRefusal, TokenUse, VerifiedToken};
 use ring::signature::{ED25519, UnparsedPublicKey};
 use std::sync::Arc;
@@ -236,8 +236,7 @@ impl Refusal {
             Refusal::Token(t) => t.code(),
             Refusal::WrongTarget { .. } => "token_target",
             Refusal::UnknownTarget { .. } => "unknown_target",
-            Refusal::Replay(ReplayRefusal::Seen { .. }) => "token_replayed",
-            Refusal::Replay(ReplayRefusal::Store { .. }) => "replay_store",
+            Refusal::Replay(r) => r.code(),
             Refusal::Bundle(b) => match b {
                 BundleError::UnsafePath { .. } => "bundle_unsafe_path",
                 BundleError::NotAFile { .. } => "bundle_not_a_file",
@@ -338,13 +337,7 @@ pub fn check_token(
             target: target.into(),
         });
     }
-    replay.check_and_remember(
-        &tok.key_fingerprint,
-        &tok.claims.jti,
-        tok.claims.exp,
-        ctx.policy.clock_skew_s,
-        now_s,
-    )?;
+    replay.check_and_remember(TokenId::of(&tok), ctx.policy.clock_skew_s, now_s)?;
     Ok(tok)
 }
 

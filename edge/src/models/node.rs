@@ -65,7 +65,12 @@ pub fn start(
     tokio::spawn(publish_audit(rx, publisher, Topic::audit_event(&cfg.node)));
     let replay_path = cfg.state_dir.join("replay.redb");
     let replay: SharedReplay = Arc::new(Mutex::new(
-        RedbReplay::open(&replay_path).map_err(|e| anyhow::anyhow!("cannot open the replay store: {e}"))?,
+        RedbReplay::open(
+            &replay_path,
+            cfg.security.policy,
+            clock.now_ns().div_euclid(1_000_000_000),
+        )
+        .map_err(|e| anyhow::anyhow!("cannot open the replay store: {e}"))?,
     ));
     let notify_live = live.clone();
     let service = ModelService::start(ServiceOptions {

@@ -17,7 +17,7 @@
 //! | `aud` | the device id (node id), a string or a list containing it |
 //! | `sub` | the target: a cell or asset for deploys and rollbacks, an axis for commands |
 //! | `nbf`, `exp` | valid from, until (with the configured clock skew) |
-//! | `iat` | issued at (optional) |
+//! | `iat` | issued at (optional; `triad token issue` sets it): after a lost replay store, a token issued since passes its fence (`replay` module doc) |
 //! | `jti` | unique id; the node remembers it durably and refuses it twice |
 //! | `use` | `deploy`, `rollback` or `command` |
 //! | `bundle_digest`, `bundle_version` | deploy: the bundle it authorises (`sha256:<hex>`, `1.2.0`) |

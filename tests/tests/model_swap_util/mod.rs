@@ -391,7 +391,9 @@ impl Drop for Rig {
 
 fn start_service(dir: &Path, keys: &Keys, settings: ModelsSettings) -> (ModelService, Arc<AuditLog>) {
     let audit = Arc::new(AuditLog::open(&dir.join("audit.jsonl"), DEVICE).unwrap());
-    let replay: SharedReplay = Arc::new(Mutex::new(RedbReplay::open(&dir.join("replay.redb")).unwrap()));
+    let replay: SharedReplay = Arc::new(Mutex::new(
+        RedbReplay::open(&dir.join("replay.redb"), TokenPolicy::default(), now_s()).unwrap(),
+    ));
     let service = ModelService::start(ServiceOptions {
         device: DEVICE.into(),
         state_dir: dir.to_path_buf(),
