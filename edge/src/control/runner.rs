@@ -1,8 +1,15 @@
 //! The control thread's loop: fixed period, absolute deadlines, no
 //! allocation, no locks, no blocking calls other than the sleep itself.
+//!
+//! Telemetry: a [`TelemetrySample`] every `telemetry_every` cycles, and one
+//! more in any cycle that applied a request or changed the mode (a command,
+//! the safe state, a derate), pushed right after that cycle's events, so the
+//! state topic can show a change from the cycle that made it instead of up
+//! to `telemetry_every` cycles later. Samples and events are `Copy` records
+//! in an SPSC ring: nothing allocates or waits; a full ring counts a drop.
 
 use super::histogram::ControlStats;
-use super::program::AxisProgram;
+use super::program::{AxisProgram, ControlEvent};
 use super::rings::{ControlRings, ControlTelemetry, TelemetrySample};
 use crate::clock::{Clock, monotonic_ns, sleep_until_mono};
 use std::sync::Arc;
@@ -59,13 +66,16 @@ impl ControlRunner {
     /// One cycle of work. `lateness_ns` is how late this cycle woke.
     pub fn run_cycle(&mut self, lateness_ns: i64) {
         let now = self.clock.now_ns();
+        let mode_before = self.program.mode();
         // Newest process image wins; older ones in the ring are superseded.
         while let Ok(inputs) = self.rings.inputs.pop() {
             self.program.handle_inputs(&inputs, now);
         }
+        let mut applied = false;
         for _ in 0..MAX_REQUESTS_PER_CYCLE {
             let Ok(req) = self.rings.requests.pop() else { break };
             let event = self.program.handle_request(&req);
+            applied |= matches!(event, ControlEvent::Applied { .. });
             self.emit(ControlTelemetry::Event { stamp_ns: now, event });
         }
         let (outputs, event) = self.program.poll_outputs(now, lateness_ns);
@@ -76,7 +86,11 @@ impl ControlRunner {
         // because the next cycle writes again.
         let _ = self.rings.outputs.push(outputs);
         self.counter += 1;
-        if self.counter >= self.telemetry_every {
+        // A change is reported in its own cycle, after its events: at most
+        // one extra sample a cycle however many requests it applied. The
+        // periodic count starts again from it.
+        let changed = applied || self.program.mode() != mode_before;
+        if changed || self.counter >= self.telemetry_every {
             self.counter = 0;
             let sample = TelemetrySample {
                 stamp_ns: now,
@@ -116,5 +130,216 @@ impl ControlRunner {
         });
         self.stats.running.store(false, Relaxed);
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::control::program::{AxisLimits, ControlRequest, SafeReason};
+    use crate::control::rings::{ControlEndpoints, control_rings};
+    use triad_hw::LineInputs;
+    use triad_schemas::{AxisMode, CommandAction};
+
+    const MS: i64 = 1_000_000;
+    /// The node's default `telemetry_every_cycles`.
+    const EVERY: u32 = 50;
+
+    struct Rig {
+        clock: Arc<ManualClock>,
+        runner: ControlRunner,
+        ends: ControlEndpoints,
+        scan: u64,
+    }
+
+    impl Rig {
+        fn new() -> Self {
+            let clock = Arc::new(ManualClock::new(0));
+            let limits = AxisLimits {
+                nominal_ppm: 12.0,
+                min_ppm: 1.0,
+                max_ppm: 15.0,
+                weld_current_a: 5000.0,
+                start_running: true,
+                input_stale_ns: 5 * MS,
+                watchdog_ns: 100 * MS,
+            };
+            let (rings, ends) = control_rings();
+            let runner = ControlRunner::new(
+                AxisProgram::new(limits, 0),
+                rings,
+                Arc::new(ControlStats::new()),
+                clock.clone(),
+                Duration::from_millis(1),
+                EVERY,
+            );
+            Self {
+                clock,
+                runner,
+                ends,
+                scan: 0,
+            }
+        }
+
+        /// One 1 ms cycle; `fresh`: the I/O scan delivered a new image first.
+        /// Returns what the cycle reported, in ring order.
+        fn cycle(&mut self, fresh: bool) -> Vec<ControlTelemetry> {
+            if fresh {
+                self.scan += 1;
+                self.ends
+                    .inputs
+                    .push(LineInputs {
+                        scan_seq: self.scan,
+                        feed_ppm: 12.0,
+                        weld_temp_c: 180.0,
+                        ..Default::default()
+                    })
+                    .unwrap();
+            }
+            self.clock.advance(MS);
+            self.runner.run_cycle(0);
+            while self.ends.outputs.pop().is_ok() {}
+            let mut got = Vec::new();
+            while let Ok(t) = self.ends.telemetry.pop() {
+                got.push(t);
+            }
+            got
+        }
+
+        /// Run fresh cycles until one reports a periodic sample; return how many.
+        fn cycles_to_next_sample(&mut self) -> u32 {
+            for n in 1..=EVERY {
+                if self
+                    .cycle(true)
+                    .iter()
+                    .any(|t| matches!(t, ControlTelemetry::Sample(_)))
+                {
+                    return n;
+                }
+            }
+            panic!("no sample within {EVERY} cycles");
+        }
+
+        fn request(&mut self, action: CommandAction, value: f64) {
+            self.ends
+                .requests
+                .push(ControlRequest {
+                    handle: 7,
+                    action,
+                    value,
+                })
+                .unwrap();
+        }
+    }
+
+    fn sample(t: &ControlTelemetry) -> Option<TelemetrySample> {
+        match t {
+            ControlTelemetry::Sample(s) => Some(*s),
+            ControlTelemetry::Event { .. } => None,
+        }
+    }
+
+    #[test]
+    fn an_applied_command_is_sampled_in_its_own_cycle_after_its_event() {
+        let mut rig = Rig::new();
+        // Off the periodic boundary: a few cycles after a periodic sample.
+        rig.cycles_to_next_sample();
+        for _ in 0..10 {
+            assert!(rig.cycle(true).is_empty());
+        }
+        rig.request(CommandAction::SetRate, 9.0);
+        let got = rig.cycle(true);
+        let now = rig.clock.now_ns();
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert!(
+            matches!(got[0], ControlTelemetry::Event { stamp_ns, event: ControlEvent::Applied { to_ppm, .. } } if stamp_ns == now && to_ppm == 9.0),
+            "{got:?}"
+        );
+        let s = sample(&got[1]).expect("a sample right after the applied event");
+        assert_eq!((s.stamp_ns, s.setpoint_ppm, s.mode), (now, 9.0, AxisMode::Running));
+        assert_eq!(s.outputs.feed_ppm_cmd, 9.0, "the sample carries this cycle's outputs");
+        // The periodic count starts again from the change.
+        assert_eq!(rig.cycles_to_next_sample(), EVERY);
+
+        // A derate is a mode change: sampled at once, too.
+        rig.request(CommandAction::Derate, 8.0);
+        let got = rig.cycle(true);
+        let s = got.iter().find_map(sample).expect("a sample in the derate's cycle");
+        assert_eq!((s.setpoint_ppm, s.mode), (8.0, AxisMode::Derated));
+    }
+
+    #[test]
+    fn a_rejected_request_changes_nothing_and_waits_for_the_periodic_sample() {
+        let mut rig = Rig::new();
+        rig.cycles_to_next_sample();
+        rig.request(CommandAction::SetRate, 99.0);
+        let got = rig.cycle(true);
+        assert!(
+            matches!(
+                got.as_slice(),
+                [ControlTelemetry::Event {
+                    event: ControlEvent::Rejected { .. },
+                    ..
+                }]
+            ),
+            "{got:?}"
+        );
+        assert_eq!(rig.cycles_to_next_sample(), EVERY - 1);
+    }
+
+    #[test]
+    fn many_requests_in_one_cycle_give_one_sample_with_the_last_set_point() {
+        let mut rig = Rig::new();
+        rig.cycles_to_next_sample();
+        for v in [9.0, 10.0, 11.0] {
+            rig.request(CommandAction::SetRate, v);
+        }
+        let got = rig.cycle(true);
+        let samples: Vec<_> = got.iter().filter_map(sample).collect();
+        assert_eq!(samples.len(), 1, "{got:?}");
+        assert_eq!(samples[0].setpoint_ppm, 11.0);
+        assert!(
+            sample(got.last().unwrap()).is_some(),
+            "the sample comes after the events: {got:?}"
+        );
+    }
+
+    #[test]
+    fn entering_the_safe_state_is_sampled_in_its_own_cycle() {
+        let mut rig = Rig::new();
+        rig.cycles_to_next_sample();
+        // No fresh image: stale after 5 ms.
+        let mut got = Vec::new();
+        for _ in 0..10 {
+            got = rig.cycle(false);
+            if !got.is_empty() {
+                break;
+            }
+        }
+        let now = rig.clock.now_ns();
+        assert!(
+            matches!(
+                got.first(),
+                Some(ControlTelemetry::Event {
+                    event: ControlEvent::SafeStateEntered {
+                        reason: SafeReason::StaleInput
+                    },
+                    ..
+                })
+            ),
+            "{got:?}"
+        );
+        let s = got.get(1).and_then(sample).expect("a sample right after the event");
+        assert_eq!((s.stamp_ns, s.mode, s.setpoint_ppm), (now, AxisMode::SafeState, 0.0));
+        assert!(!s.outputs.weld_enable);
+        // Leaving it (ResetFault, then Start) is sampled at once as well.
+        rig.cycle(true);
+        rig.request(CommandAction::ResetFault, 0.0);
+        let s = rig.cycle(true).iter().find_map(sample).expect("sample on reset");
+        assert_eq!(s.mode, AxisMode::Stopped);
+        rig.request(CommandAction::Start, 0.0);
+        let s = rig.cycle(true).iter().find_map(sample).expect("sample on start");
+        assert_eq!((s.mode, s.setpoint_ppm), (AxisMode::Running, 12.0));
     }
 }

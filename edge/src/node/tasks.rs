@@ -26,8 +26,49 @@ fn mode_name(m: AxisMode) -> &'static str {
     }
 }
 
+/// Which telemetry samples go to the state topic: every 4th, and the first
+/// after a change (a command applied, the safe state entered or left, any
+/// other mode change), so the topic shows the change from the control cycle
+/// that made it rather than up to four sample periods later. The control
+/// thread samples that cycle right after its events (`control::runner`).
+#[derive(Debug, Default)]
+struct StateCadence {
+    /// Samples since the last one published.
+    since_published: u32,
+    /// A change was reported that no published state shows yet.
+    changed: bool,
+    /// Mode of the last sample (a mode change whose event was lost to a
+    /// full ring still publishes).
+    last_mode: Option<AxisMode>,
+}
+
+impl StateCadence {
+    /// Samples between periodic states.
+    const EVERY: u32 = 4;
+
+    fn handle_event(&mut self, ev: &ControlEvent) {
+        if !matches!(ev, ControlEvent::Rejected { .. }) {
+            self.changed = true;
+        }
+    }
+
+    /// Whether `s` goes to the state topic.
+    fn poll_publish(&mut self, s: &TelemetrySample) -> bool {
+        self.since_published += 1;
+        let mode_changed = self.last_mode.is_some_and(|m| m != s.mode);
+        self.last_mode = Some(s.mode);
+        let publish = self.changed || mode_changed || self.since_published >= Self::EVERY;
+        if publish {
+            self.since_published = 0;
+            self.changed = false;
+        }
+        publish
+    }
+}
+
 /// Drain the control thread's telemetry every 5 ms: samples to the twin, the
-/// dashboard and the state topic; events to the command gate and the log.
+/// dashboard and the state topic (see [`StateCadence`]); events to the
+/// command gate and the log.
 pub async fn telemetry_pump(
     ctx: Arc<NodeCtx>,
     mut telemetry: Consumer<ControlTelemetry>,
@@ -36,7 +77,7 @@ pub async fn telemetry_pump(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut tick = tokio::time::interval(Duration::from_millis(5));
-    let mut n: u64 = 0;
+    let mut cadence = StateCadence::default();
     let mut ticks: u64 = 0;
     let mut last_cycles = 0u64;
     let mut last_overruns = 0u64;
@@ -51,7 +92,6 @@ pub async fn telemetry_pump(
         while let Ok(t) = telemetry.pop() {
             match t {
                 ControlTelemetry::Sample(s) => {
-                    n += 1;
                     let _ = twin_tx.send(TwinSample {
                         stamp_ns: s.stamp_ns,
                         feed_ppm: s.inputs.feed_ppm,
@@ -61,13 +101,14 @@ pub async fn telemetry_pump(
                         running: matches!(s.mode, AxisMode::Running | AxisMode::Derated),
                     });
                     update_axis(&ctx, &s);
-                    if n.is_multiple_of(4) {
+                    if cadence.poll_publish(&s) {
                         let _ = state_tx.send(Some(control_state(&ctx, &s)));
                     }
                 }
                 ControlTelemetry::Event { stamp_ns, event } => {
                     ctx.gate.handle_event(stamp_ns, &event);
                     log_control_event(&ctx, stamp_ns, &event);
+                    cadence.handle_event(&event);
                 }
             }
         }
@@ -492,5 +533,320 @@ pub async fn command_consumer(ctx: Arc<NodeCtx>) {
         }
         // The decision is recorded (audit log and event log): acknowledge.
         d.ack();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bus::Bus;
+    use crate::bus::embedded::EmbeddedBus;
+    use crate::bus::outbox::Outbox;
+    use crate::bus::publisher::Publisher;
+    use crate::clock::{Clock, ManualClock};
+    use crate::commands::CommandGate;
+    use crate::config::{ConfigSource, load};
+    use crate::control::rings::control_rings;
+    use crate::control::{AxisLimits, AxisProgram, ControlRunner, ControlStats, SafeReason};
+    use crate::dashboard::LiveState;
+    use crate::metrics::Metrics;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, AtomicI64};
+    use triad_hw::LineInputs;
+    use triad_inspect::history::ResultHistory;
+    use triad_schemas::{ClockState, Envelope, Topic, codec::SCHEMA_VERSION};
+
+    const MS: i64 = 1_000_000;
+
+    fn sample(mode: AxisMode) -> TelemetrySample {
+        TelemetrySample {
+            stamp_ns: 0,
+            inputs: LineInputs::default(),
+            outputs: triad_hw::LineOutputs::SAFE,
+            mode,
+            setpoint_ppm: 12.0,
+        }
+    }
+
+    #[test]
+    fn cadence_publishes_every_fourth_sample_and_the_first_after_a_change() {
+        let mut c = StateCadence::default();
+        let run = |c: &mut StateCadence, n: usize, mode| -> Vec<bool> {
+            (0..n).map(|_| c.poll_publish(&sample(mode))).collect()
+        };
+        let (t, f) = (true, false);
+        assert_eq!(run(&mut c, 8, AxisMode::Running), [f, f, f, t, f, f, f, t]);
+        // Applied command: its sample is published; the count starts again.
+        run(&mut c, 1, AxisMode::Running);
+        c.handle_event(&ControlEvent::Applied {
+            handle: 1,
+            action: CommandAction::SetRate,
+            from_ppm: 12.0,
+            to_ppm: 9.0,
+            mode: AxisMode::Running,
+        });
+        assert_eq!(run(&mut c, 5, AxisMode::Running), [t, f, f, f, t]);
+        // A rejection changes nothing.
+        c.handle_event(&ControlEvent::Rejected {
+            handle: 2,
+            action: CommandAction::SetRate,
+            reason: crate::control::RejectReason::OutOfRange,
+        });
+        assert_eq!(run(&mut c, 1, AxisMode::Running), [f]);
+        // The safe state, by its event or (event lost to a full ring) by the
+        // sample's mode alone.
+        c.handle_event(&ControlEvent::SafeStateEntered {
+            reason: SafeReason::EStop,
+        });
+        assert_eq!(run(&mut c, 2, AxisMode::SafeState), [t, f]);
+        assert_eq!(run(&mut c, 2, AxisMode::Stopped), [t, f]);
+    }
+
+    /// Everything between the control thread and the state topic, as the
+    /// node wires it: control runner (its own thread, a hand-advanced clock,
+    /// 1 ms cycles, a sample every 50 cycles as configured by default),
+    /// command gate, telemetry pump, `publish_latest`, embedded bus.
+    struct Loop {
+        ctx: Arc<NodeCtx>,
+        bus: Arc<EmbeddedBus>,
+        feed: Arc<AtomicBool>,
+        safe_since_ns: Arc<AtomicI64>,
+        stop: Arc<AtomicBool>,
+        control: Option<std::thread::JoinHandle<()>>,
+        _shutdown: watch::Sender<bool>,
+        _twin: std::sync::mpsc::Receiver<TwinSample>,
+        dir: std::path::PathBuf,
+    }
+
+    impl Loop {
+        fn start(name: &str) -> Self {
+            let dir = std::env::temp_dir().join(format!("triad-tasks-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            let cfg = load(&ConfigSource::Default).unwrap();
+            assert_eq!(cfg.control.telemetry_every_cycles, 50, "the default changed");
+            let clock = Arc::new(ManualClock::new(1_000 * MS));
+            let bus = Arc::new(EmbeddedBus::default());
+            let metrics = Arc::new(Metrics::new());
+            let outbox = Arc::new(Outbox::open(&dir.join("outbox.redb"), cfg.outbox).unwrap());
+            let dyn_bus: Arc<dyn Bus> = bus.clone();
+            let publisher = Arc::new(Publisher::new(
+                cfg.node.clone(),
+                clock.clone(),
+                dyn_bus,
+                outbox,
+                metrics.clone(),
+            ));
+            let axis = cfg.axes[0].clone();
+            let cell = cfg.cells.iter().find(|c| c.axis == axis.id).unwrap().clone();
+            let asset = cfg.assets.iter().find(|a| a.axis == axis.id).unwrap().clone();
+            let limits = AxisLimits {
+                nominal_ppm: axis.nominal_ppm,
+                min_ppm: axis.min_ppm,
+                max_ppm: axis.max_ppm,
+                weld_current_a: axis.weld_current_a,
+                start_running: true,
+                input_stale_ns: cfg.control.input_stale.as_nanos() as i64,
+                watchdog_ns: cfg.control.watchdog.as_nanos() as i64,
+            };
+            let (rings, ends) = control_rings();
+            let stats = Arc::new(ControlStats::new());
+            let mut runner = ControlRunner::new(
+                AxisProgram::new(limits, clock.now_ns()),
+                rings,
+                stats.clone(),
+                clock.clone(),
+                cfg.control.cycle,
+                cfg.control.telemetry_every_cycles,
+            );
+            let gate = Arc::new(CommandGate::new(
+                axis.id.to_string(),
+                axis.min_ppm,
+                axis.max_ppm,
+                ends.requests,
+                metrics.clone(),
+            ));
+            let topics = super::super::Topics {
+                command: Topic::control_command(&axis.id),
+                control_state: Topic::control_state(&axis.id),
+                inspection: Topic::inspection_result(&cell.id),
+                twin_status: Topic::twin_status(&asset.id),
+                twin_alert: Topic::twin_alert(&asset.id),
+                work_order: Topic::mes_work_order(&cfg.line),
+            };
+            let ctx = Arc::new(NodeCtx {
+                cfg: cfg.clone(),
+                clock: clock.clone(),
+                publisher,
+                metrics,
+                live: Arc::new(LiveState::default()),
+                gate,
+                history: Arc::new(Mutex::new(ResultHistory::new(16))),
+                control_stats: stats,
+                io_stats: Arc::new(super::super::IoStats::default()),
+                axis,
+                cell,
+                asset,
+                rule: None,
+                topics,
+                chains: super::super::chain::ChainTracker::default(),
+                stopping: AtomicBool::new(false),
+            });
+            // The control thread, with the I/O scan's part (a fresh process
+            // image each cycle while `feed` is set) done before each cycle.
+            let (feed, safe_since_ns, stop) = (
+                Arc::new(AtomicBool::new(true)),
+                Arc::new(AtomicI64::new(0)),
+                Arc::new(AtomicBool::new(false)),
+            );
+            let control = {
+                let (feed, safe_since, stop) = (feed.clone(), safe_since_ns.clone(), stop.clone());
+                let (mut inputs, mut outputs) = (ends.inputs, ends.outputs);
+                std::thread::spawn(move || {
+                    let mut scan = 0;
+                    while !stop.load(Relaxed) {
+                        if feed.load(Relaxed) {
+                            scan += 1;
+                            let _ = inputs.push(LineInputs {
+                                scan_seq: scan,
+                                feed_ppm: 12.0,
+                                weld_temp_c: 180.0,
+                                ..Default::default()
+                            });
+                        }
+                        clock.advance(MS);
+                        runner.run_cycle(0);
+                        if runner.program().mode() == AxisMode::SafeState && safe_since.load(Relaxed) == 0 {
+                            safe_since.store(clock.now_ns(), Relaxed);
+                        }
+                        while outputs.pop().is_ok() {}
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                })
+            };
+            let (shutdown, shutdown_rx) = watch::channel(false);
+            let (twin_tx, twin) = std::sync::mpsc::channel();
+            let (state_tx, state_rx) = watch::channel(None);
+            tokio::spawn(telemetry_pump(
+                ctx.clone(),
+                ends.telemetry,
+                twin_tx,
+                state_tx,
+                shutdown_rx,
+            ));
+            tokio::spawn(publish_latest(ctx.clone(), ctx.topics.control_state.clone(), state_rx));
+            Self {
+                ctx,
+                bus,
+                feed,
+                safe_since_ns,
+                stop,
+                control: Some(control),
+                _shutdown: shutdown,
+                _twin: twin,
+                dir,
+            }
+        }
+
+        async fn submit(&self, action: CommandAction, value: Option<f64>) -> i64 {
+            let cmd = ControlCommand {
+                envelope: Envelope {
+                    schema_version: SCHEMA_VERSION,
+                    node: "test".into(),
+                    sequence: 1,
+                    stamp_ns: 0,
+                    clock: ClockState::FreeRunning,
+                    clock_offset_ns: None,
+                },
+                command_id: format!("C-{action:?}"),
+                axis: self.ctx.axis.id.to_string(),
+                action,
+                value,
+                reason: "test".into(),
+                issued_by: "test".into(),
+                token: None,
+            };
+            let (stamp, ev) = self.ctx.gate.submit(&cmd, Origin::Internal).await.unwrap();
+            assert!(matches!(ev, ControlEvent::Applied { .. }), "{ev:?}");
+            stamp
+        }
+    }
+
+    impl Drop for Loop {
+        fn drop(&mut self) {
+            self.stop.store(true, Relaxed);
+            if let Some(t) = self.control.take() {
+                let _ = t.join();
+            }
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    /// The next state on `sub` that satisfies `want`.
+    async fn state_where(sub: &mut crate::bus::Subscription, want: impl Fn(&ControlState) -> bool) -> ControlState {
+        let wait = async {
+            loop {
+                let d = sub.next().await.expect("state subscription closed");
+                let s: ControlState = triad_schemas::codec::decode(&d.msg.payload).unwrap();
+                if want(&s) {
+                    return s;
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), wait)
+            .await
+            .expect("no such state within 5 s")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn applied_commands_and_the_safe_state_are_published_from_the_cycle_that_made_them() {
+        let rig = Loop::start("state");
+        let topic = rig.ctx.topics.control_state.clone();
+        let mut states = rig.bus.subscribe(&topic, "test-state").await.unwrap();
+        // The periodic state first (every 4th sample, one per 50 cycles).
+        let first = state_where(&mut states, |_| true).await;
+        assert_eq!((first.mode, first.ppm_setpoint), (AxisMode::Running, 12.0));
+
+        // The control thread's stamp of the applying cycle is the stamp of
+        // the state that shows the new set-point: published from that very
+        // cycle's sample. Before, it was the next periodic sample at the
+        // earliest (50 cycles on) and, on the state topic, up to 200 on.
+        for (action, value, mode) in [
+            (CommandAction::SetRate, 9.0, AxisMode::Running),
+            (CommandAction::SetRate, 10.0, AxisMode::Running),
+            (CommandAction::Derate, 8.0, AxisMode::Derated),
+        ] {
+            let applied_ns = rig.submit(action, Some(value)).await;
+            let s = state_where(&mut states, |s| s.ppm_setpoint == value).await;
+            assert_eq!(
+                s.envelope.stamp_ns,
+                applied_ns,
+                "{action:?} {value} applied at {applied_ns}, first state showing it stamped {} ms later",
+                (s.envelope.stamp_ns - applied_ns) / MS
+            );
+            assert_eq!(s.mode, mode);
+        }
+
+        // The safe state: the I/O scan stops delivering; the state names
+        // the mode and the reason from the cycle that entered it.
+        rig.feed.store(false, Relaxed);
+        let s = state_where(&mut states, |s| s.mode == AxisMode::SafeState).await;
+        // The control thread notes it just after the cycle (bounded wait).
+        let mut entered_ns = 0;
+        for _ in 0..1000 {
+            entered_ns = rig.safe_since_ns.load(Relaxed);
+            if entered_ns != 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert_eq!(
+            s.envelope.stamp_ns,
+            entered_ns,
+            "safe state entered at {entered_ns}, first state showing it stamped {} ms later",
+            (s.envelope.stamp_ns - entered_ns) / MS
+        );
+        assert_eq!(s.ppm_setpoint, 0.0);
+        assert_eq!(s.safe_state_reason.as_deref(), Some(SafeReason::StaleInput.describe()));
     }
 }
