@@ -8,13 +8,23 @@
 //! list decoded from tract's output may differ from onnxruntime's where two
 //! scores differ by less than the engines do (~1e-6). The engines are
 //! compared on the raw tensor; the decoding on the same tensor.
+//!
+//! The second test takes the same architecture at 160x160 the way a plant
+//! would: `triad bundle build`, `sign` and `verify` (golden cases run with
+//! tract) on a `"family": "detector-yolo"` manifest, then the bundle loaded
+//! into the [`Inspector`], which letterboxes the simulated camera's ROI,
+//! runs tract, decodes and maps the boxes into the frame; its boxes are
+//! compared with onnxruntime plus the Python reference on the Inspector's
+//! own input tensor.
 
 use triad_hw::CaptureTrigger;
 use triad_hw::sim::{SimCamera, SimCameraConfig};
 use triad_inspect::families::letterbox::Letterbox;
 use triad_inspect::families::yolo::{self, YoloParams};
-use triad_inspect::{GrayImage, ModelManifest, OnnxModel, Roi};
-use triad_tests::{TempDir, python, workspace_root};
+use triad_inspect::families::{Detection, ModelFamily};
+use triad_inspect::{GrayImage, Inspector, InspectorConfig, ModelManifest, OnnxModel, Roi};
+use triad_schemas::Verdict;
+use triad_tests::{TempDir, python, triad, workspace_root};
 
 const SIZE: u32 = 640;
 const CLASSES: usize = 80;
@@ -159,4 +169,264 @@ fn yolov8n_boxes_match_onnxruntime_and_a_reference_nms() {
             assert!(err <= 1e-3, "frame {k}: box {d:?} vs reference {rb:?} ({err} px)");
         }
     }
+}
+
+/// Run `tests/python/yolo_reference.py` on `input` (written to `dir`):
+/// onnxruntime's raw output and the reference's boxes.
+#[allow(clippy::too_many_arguments)]
+fn reference(
+    dir: &std::path::Path,
+    tag: &str,
+    model: &std::path::Path,
+    input: &[f32],
+    classes: usize,
+    (conf, iou, max_det): (f32, f32, usize),
+    roi: Roi,
+    size: u32,
+) -> (Vec<f32>, Vec<(usize, f32, [f32; 4])>) {
+    let (inp, raw, dets) = (
+        dir.join(format!("in{tag}.f32")),
+        dir.join(format!("raw{tag}.f32")),
+        dir.join(format!("dets{tag}.json")),
+    );
+    std::fs::write(&inp, input.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
+    let st = std::process::Command::new(python())
+        .arg(workspace_root().join("tests/python/yolo_reference.py"))
+        .args([model, &inp, &raw, &dets])
+        .args(["--classes", &classes.to_string()])
+        .args(["--conf", &conf.to_string(), "--iou", &iou.to_string()])
+        .args(["--max-det", &max_det.to_string()])
+        .args(["--src", &roi.w.to_string(), &roi.h.to_string()])
+        .args(["--dst", &size.to_string(), &size.to_string()])
+        .args(["--roi", &roi.x.to_string(), &roi.y.to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success(), "yolo_reference.py failed");
+    let list: Vec<serde_json::Value> = serde_json::from_slice(&std::fs::read(&dets).unwrap()).unwrap();
+    let boxes = list
+        .iter()
+        .map(|r| {
+            let b: Vec<f32> = r["box"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap() as f32)
+                .collect();
+            (
+                r["class"].as_u64().unwrap() as usize,
+                r["score"].as_f64().unwrap() as f32,
+                [b[0], b[1], b[2], b[3]],
+            )
+        })
+        .collect();
+    (f32s(&std::fs::read(&raw).unwrap()), boxes)
+}
+
+#[test]
+fn a_detector_bundle_built_by_the_cli_runs_in_the_inspector_like_the_reference() {
+    use triad_hw::sim::camera::{FRAME_H, FRAME_W};
+    const SIZE: u32 = 160;
+    const ANCHORS: usize = 20 * 20 + 10 * 10 + 5 * 5;
+    const CONF: f32 = 0.27;
+    const IOU: f32 = 0.45;
+    const MAX_DET: usize = 50;
+    let classes = ["porosity", "crack"];
+    let dir = TempDir::new("yolo-bundle");
+    let model_path = dir.path().join("model.onnx");
+    let st = std::process::Command::new(python())
+        .arg(workspace_root().join("inspect/training/yolov8n_layout.py"))
+        .arg(&model_path)
+        .args(["--classes", "2", "--size", &SIZE.to_string(), "--class-bias", "-1"])
+        .status()
+        .unwrap();
+    assert!(st.success(), "yolov8n_layout.py failed");
+    let manifest_path = dir.path().join("manifest.json");
+    let manifest = serde_json::json!({
+        "name": "weld_yolo", "version": "0.1.0", "kind": "inspection", "family": "detector-yolo",
+        "detector": {"confidence": CONF, "iou": IOU, "max_detections": MAX_DET},
+        "input": {"name": "images", "shape": [1, 3, SIZE, SIZE], "mean": 0.0, "std": 1.0},
+        "output": {"name": "output0", "shape": [1, 6, ANCHORS], "classes": classes},
+    });
+    std::fs::write(&manifest_path, serde_json::to_vec_pretty(&manifest).unwrap()).unwrap();
+
+    // The CLI path: keys, build (golden outputs computed with tract), sign, verify.
+    let s = |p: &std::path::Path| p.display().to_string();
+    let ok = |args: &[&str]| {
+        let out = triad(args, &[]);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "triad {args:?} failed:\n{text}");
+        text
+    };
+    let (keys, bundle) = (dir.path().join("keys"), dir.path().join("bundle"));
+    ok(&[
+        "keys",
+        "gen",
+        "--name",
+        "release",
+        "--uses",
+        "bundle",
+        "--out",
+        &s(&keys),
+    ]);
+    ok(&[
+        "bundle",
+        "build",
+        "--model",
+        &s(&model_path),
+        "--manifest",
+        &s(&manifest_path),
+        "--target",
+        "cell_2245",
+        "--tolerance",
+        "1e-3",
+        "--out",
+        &s(&bundle),
+    ]);
+    ok(&["bundle", "sign", &s(&bundle), "--key", &s(&keys.join("release.key"))]);
+    let verified = ok(&[
+        "bundle",
+        "verify",
+        &s(&bundle),
+        "--trust",
+        &s(&keys.join("release.pub")),
+    ]);
+    assert!(verified.contains("4 golden case(s) pass"), "{verified}");
+    // A golden output that the model does not reproduce is refused, for a
+    // detector as for the grid: the check compares raw tensors.
+    let wrong = dir.path().join("wrong.out.f32");
+    let mut y = f32s(&std::fs::read(bundle.join("golden/0.out.f32")).unwrap());
+    y[7] += 0.01;
+    std::fs::write(&wrong, y.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
+    let bad = dir.path().join("bad");
+    ok(&[
+        "bundle",
+        "build",
+        "--model",
+        &s(&model_path),
+        "--manifest",
+        &s(&manifest_path),
+        "--target",
+        "cell_2245",
+        "--golden-input",
+        &s(&bundle.join("golden/0.in.f32")),
+        "--golden-output",
+        &s(&wrong),
+        "--tolerance",
+        "1e-3",
+        "--out",
+        &s(&bad),
+    ]);
+    ok(&["bundle", "sign", &s(&bad), "--key", &s(&keys.join("release.key"))]);
+    let out = triad(
+        &["bundle", "verify", &s(&bad), "--trust", &s(&keys.join("release.pub"))],
+        &[],
+    );
+    let text = String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success() && text.contains("golden_mismatch"), "{text}");
+
+    // The bundle in the Inspector, on the simulated camera's frames.
+    let model = std::sync::Arc::new(OnnxModel::load_dir(&bundle).unwrap());
+    assert_eq!(model.manifest().family, ModelFamily::DetectorYolo);
+    assert_eq!(model.manifest().target.as_deref(), Some("cell_2245"));
+    // A ROI that is neither square nor at the origin, nor the input's size.
+    let roi = Roi {
+        x: 8,
+        y: 4,
+        w: FRAME_W - 16,
+        h: FRAME_H - 20,
+    };
+    let mut insp = Inspector::new(InspectorConfig { roi, threshold: 0.5 }, &model).unwrap();
+    let mut cam = SimCamera::new(SimCameraConfig {
+        seed: 11,
+        ..SimCameraConfig::default()
+    });
+    let mut kept_total = 0;
+    for (k, defect) in [None, Some("porosity"), Some("crack")].into_iter().enumerate() {
+        let trigger = CaptureTrigger {
+            module_serial: k as u64 + 1,
+            weld_index: 0,
+            stamp_ns: 0,
+            weld_temp_c: 180.0,
+        };
+        let frame = cam.render(&trigger, defect);
+        let image = GrayImage {
+            width: frame.width,
+            height: frame.height,
+            pixels: &frame.pixels,
+        };
+        let r = insp.inspect(&image).unwrap();
+        let ours: Vec<Detection> = insp.last_detections().to_vec();
+        let (ort_out, reference) = reference(
+            dir.path(),
+            &format!("b{k}"),
+            &model_path,
+            insp.last_input(),
+            classes.len(),
+            (CONF, IOU, MAX_DET),
+            roi,
+            SIZE,
+        );
+        let tract_out = insp.last_output();
+        // The case is not ambiguous between the engines: no class score
+        // within 1e-4 of the threshold, no anchor's two scores within 1e-4.
+        let at = |o: &[f32], row: usize, n: usize| o[row * ANCHORS + n];
+        let candidates = (0..ANCHORS)
+            .filter(|&n| at(tract_out, 4, n).max(at(tract_out, 5, n)) > CONF)
+            .count();
+        for n in 0..ANCHORS {
+            let (a, b) = (at(tract_out, 4, n), at(tract_out, 5, n));
+            assert!(
+                (a.max(b) - CONF).abs() > 1e-4 && (a - b).abs() > 1e-4,
+                "frame {k} anchor {n}: scores {a} {b} too close to call; change the seed or threshold"
+            );
+            for row in 0..6 {
+                let d = (at(tract_out, row, n) - at(&ort_out, row, n)).abs();
+                assert!(
+                    d <= 1e-3,
+                    "frame {k}: tract vs onnxruntime differ by {d} at ({row}, {n})"
+                );
+            }
+        }
+        assert!(
+            !reference.is_empty() && candidates > reference.len(),
+            "frame {k}: {candidates} candidates, {} kept: the case must exercise NMS",
+            reference.len()
+        );
+        assert_eq!(ours.len(), reference.len(), "frame {k}: {ours:?} vs {reference:?}");
+        for (d, (class, score, rb)) in ours.iter().zip(&reference) {
+            assert_eq!(d.class, *class, "frame {k}: class");
+            assert!(
+                (d.score - score).abs() < 1e-4,
+                "frame {k}: score {} vs {score}",
+                d.score
+            );
+            let err = [d.x0, d.y0, d.x1, d.y1]
+                .iter()
+                .zip(rb)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            assert!(err <= 1e-3, "frame {k}: box {d:?} vs reference {rb:?} ({err} px)");
+            // Inside the ROI, in frame pixels.
+            assert!(d.x0 >= roi.x as f32 && d.x1 <= (roi.x + roi.w) as f32, "{d:?}");
+            assert!(d.y0 >= roi.y as f32 && d.y1 <= (roi.y + roi.h) as f32, "{d:?}");
+        }
+        // The result: a Fail with one DefectBox per kept box, rounded outwards.
+        assert_eq!(r.verdict, Verdict::Fail);
+        assert_eq!(
+            (r.model_name.as_str(), r.model_version.as_str()),
+            ("weld_yolo", "0.1.0")
+        );
+        let expect: Vec<_> = ours
+            .iter()
+            .map(|d| d.to_defect_box(&model.manifest().output.classes))
+            .collect();
+        assert_eq!(r.defects, expect);
+        assert!(r.defects.iter().all(|b| classes.contains(&b.class.as_str())));
+        kept_total += ours.len();
+    }
+    assert!(kept_total >= 3, "{kept_total} boxes over three frames");
 }
