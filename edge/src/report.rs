@@ -68,6 +68,11 @@ pub struct ControlReport {
     pub work_max_us: f64,
     /// Scheduling the thread got.
     pub rt: String,
+    /// The axis's mode at the end of the run (`Running`, `Derated`,
+    /// `Stopped`, `SafeState`).
+    pub mode: String,
+    /// Why the outputs went to the safe state, if they are there at the end.
+    pub safe_state_reason: Option<String>,
     /// Non-empty histogram buckets `[from_us, to_us, count]`.
     pub histogram: Vec<(f64, f64, u64)>,
 }
@@ -175,6 +180,8 @@ impl RunReport {
                 jitter_max_us: control.max_us(),
                 work_max_us: control.max_work_ns.load(Relaxed) as f64 / 1000.0,
                 rt: snap.control.rt.clone(),
+                mode: snap.axis.mode.clone(),
+                safe_state_reason: snap.axis.safe_state_reason.clone(),
                 histogram: control.histogram(),
             },
             inspection: InspectionReport {

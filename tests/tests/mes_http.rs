@@ -225,7 +225,6 @@ fn assert_same_work_order(got: &[Seen]) {
     assert_eq!(json(&got[0].body)["work_order_id"], key.as_str());
 }
 
-/// The report's one work order.
 /// The report's one work order (a run that made none, e.g. because the
 /// line stood in the safe state, fails here and says so).
 fn work_order(report: &serde_json::Value) -> &serde_json::Value {
@@ -233,10 +232,13 @@ fn work_order(report: &serde_json::Value) -> &serde_json::Value {
     assert_eq!(
         wos.len(),
         1,
-        "the run made {} work orders, not 1: alerts {}, control {}, inspection {}",
+        "the run made {} work orders, not 1: alerts {}, axis {} ({}), overruns {}, jitter max {} µs, inspection {}",
         wos.len(),
         report["alerts"],
+        report["control"]["mode"],
+        report["control"]["safe_state_reason"],
         report["control"]["overruns"],
+        report["control"]["jitter_max_us"],
         report["inspection"]
     );
     &wos[0]
