@@ -66,10 +66,11 @@ pub enum ReplayRefusal {
     /// The store of earlier runs was lost, and this token could have been
     /// used before that (see the module doc).
     #[error(
-        "token id {jti:?} refused: the replay store was lost at {}, so the ids used before are unknown; tokens issued or valid before {} (iat and nbf) are refused until {}: issue a new token",
+        "token id {jti:?} refused: the replay store was lost at {}, so the ids used before are unknown; tokens issued or valid before {} (iat and nbf) are refused until {}: issue a new token (issued at or after {})",
         when(*lost_at_s),
         when(*before_s),
-        when(*until_s)
+        when(*until_s),
+        when(*before_s)
     )]
     Fenced {
         /// The id.
