@@ -171,6 +171,9 @@ fn yolov8n_boxes_match_onnxruntime_and_a_reference_nms() {
     }
 }
 
+/// A reference box: class, score, `[x0, y0, x1, y1]` in frame pixels.
+type RefBox = (usize, f32, [f32; 4]);
+
 /// Run `tests/python/yolo_reference.py` on `input` (written to `dir`):
 /// onnxruntime's raw output and the reference's boxes.
 #[allow(clippy::too_many_arguments)]
@@ -183,7 +186,7 @@ fn reference(
     (conf, iou, max_det): (f32, f32, usize),
     roi: Roi,
     size: u32,
-) -> (Vec<f32>, Vec<(usize, f32, [f32; 4])>) {
+) -> (Vec<f32>, Vec<RefBox>) {
     let (inp, raw, dets) = (
         dir.join(format!("in{tag}.f32")),
         dir.join(format!("raw{tag}.f32")),
