@@ -3,13 +3,17 @@
 //! A frame goes through four steps, each its own module:
 //!
 //! 1. [`preprocess`]: crop the region of interest (ROI), hash it, and
-//!    normalise it into the model's input tensor.
+//!    normalise it into the model's input tensor (a detector's ROI is
+//!    letterboxed into its input, [`families::letterbox`]).
 //! 2. [`model`]: run the ONNX model with tract. The model is loaded, given
 //!    fixed input shapes, optimised once and turned into a plan; each worker
 //!    keeps its own [`model::ModelSession`] so nothing is rebuilt per frame.
-//! 3. [`postprocess`]: the model outputs a grid of class probabilities per
-//!    8×8-pixel cell; connected cells of one defect class become a
-//!    [`triad_schemas::DefectBox`] in frame coordinates.
+//! 3. Post-processing by the manifest's model family ([`families`]): the
+//!    grid of class probabilities per 8×8-pixel cell ([`postprocess`]), a
+//!    classifier's top classes, or a YOLOv8 detector's boxes after
+//!    class-wise NMS; each becomes a verdict and
+//!    [`triad_schemas::DefectBox`]es in frame coordinates
+//!    ([`families::head`] dispatches and states the verdict rules).
 //! 4. [`history`]: results are counted per batch so the closed-loop analysis
 //!    can pull the last batches of a cell.
 //!

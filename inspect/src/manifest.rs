@@ -15,6 +15,13 @@
 //! Channel 0 of the output is the "no defect" class; the others are defect
 //! classes, named in `classes`.
 //!
+//! `"family"` picks the layout and post-processing: `grid` (the default,
+//! above), `classifier` (output `[1, C]`, optional
+//! `"classifier": {"softmax": true, "ok_class": "good", "top_k": 3}`) or
+//! `detector-yolo` (output `[1, 4 + C, N]`, optional
+//! `"detector": {"confidence": 0.25, "iou": 0.7, "max_detections": 300}`);
+//! see [`crate::families`] and docs/models.md.
+//!
 //! A twin model (`"kind": "twin"`) has no normalisation or classes; its
 //! input is the feature vector [`TWIN_FEATURES`] and its output the
 //! predicted temperature:
