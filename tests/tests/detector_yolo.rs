@@ -433,3 +433,139 @@ fn a_detector_bundle_built_by_the_cli_runs_in_the_inspector_like_the_reference()
     }
     assert!(kept_total >= 3, "{kept_total} boxes over three frames");
 }
+
+/// Probation and the fuse judge a detector as they judge the grid: the
+/// cell's worker swaps from the built-in grid model to a detector (same
+/// cell ROI: a detector letterboxes any ROI), inspects with it, and passes
+/// probation; with a latency bound it cannot meet, the fuse trips on the
+/// first frame, the worker goes back to the grid model and re-inspects that
+/// same frame with it.
+#[test]
+fn probation_and_the_fuse_treat_a_detector_like_the_grid() {
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+    use triad_edge::models::fuse::FuseConfig;
+    use triad_edge::models::slot::{Deployed, ModelInfo, ModelSlot, WorkerModels, WorkerReport};
+    use triad_hw::sim::camera::{ROI_H, ROI_W, ROI_X, ROI_Y};
+    const SIZE: u32 = 160;
+    let dir = TempDir::new("yolo-fuse");
+    let model_path = dir.path().join("model.onnx");
+    let st = std::process::Command::new(python())
+        .arg(workspace_root().join("inspect/training/yolov8n_layout.py"))
+        .arg(&model_path)
+        .args(["--classes", "2", "--size", &SIZE.to_string(), "--class-bias", "-1"])
+        .status()
+        .unwrap();
+    assert!(st.success(), "yolov8n_layout.py failed");
+    let manifest: ModelManifest = serde_json::from_value(serde_json::json!({
+        "name": "weld_yolo", "version": "0.1.0", "kind": "inspection", "family": "detector-yolo",
+        "detector": {"confidence": 0.27, "iou": 0.45},
+        "input": {"name": "images", "shape": [1, 3, SIZE, SIZE], "mean": 0.0, "std": 1.0},
+        "output": {"name": "output0", "shape": [1, 6, 525], "classes": ["porosity", "crack"]},
+    }))
+    .unwrap();
+    let detector = Arc::new(OnnxModel::load(&std::fs::read(&model_path).unwrap(), manifest).unwrap());
+    let grid = Arc::new(triad_inspect::builtin::weld_seam().unwrap());
+    let cfg = InspectorConfig {
+        roi: Roi {
+            x: ROI_X,
+            y: ROI_Y,
+            w: ROI_W,
+            h: ROI_H,
+        },
+        threshold: 0.5,
+    };
+    let mut cam = SimCamera::new(SimCameraConfig::default());
+    let frames: Vec<_> = (0..4u64)
+        .map(|k| {
+            let t = CaptureTrigger {
+                module_serial: k + 1,
+                weld_index: 0,
+                stamp_ns: 0,
+                weld_temp_c: 180.0,
+            };
+            cam.render(&t, None)
+        })
+        .collect();
+    let image = |k: usize| GrayImage {
+        width: frames[k].width,
+        height: frames[k].height,
+        pixels: &frames[k].pixels,
+    };
+
+    let run = |fuse: FuseConfig| {
+        let slot = Arc::new(ModelSlot::new(
+            "cell_2245",
+            cfg.clone(),
+            grid.clone(),
+            ModelInfo::default(),
+        ));
+        let reports = Arc::new(Mutex::new(Vec::new()));
+        let r = reports.clone();
+        let mut worker: WorkerModels = slot
+            .worker(
+                fuse,
+                Box::new(move |w: WorkerReport| r.lock().unwrap().push(format!("{w:?}"))),
+            )
+            .unwrap();
+        for k in 0..4 {
+            assert_eq!(worker.inspect(&image(k)).unwrap().model_name, "weld_seam");
+        }
+        let info = ModelInfo {
+            name: "weld_yolo".into(),
+            version: "0.1.0".into(),
+            ..ModelInfo::default()
+        };
+        slot.publish(Deployed::new(
+            2,
+            detector.clone(),
+            Arc::new(info),
+            Some(grid.clone()),
+            true,
+            Vec::new(),
+        ));
+        assert!(worker.poll_swap());
+        assert!(worker.on_probation());
+        let results: Vec<_> = (0..4).map(|k| worker.inspect(&image(k)).unwrap()).collect();
+        let reports = reports.lock().unwrap().clone();
+        (results, reports, worker.on_probation())
+    };
+
+    // No bound it can miss: the detector judges every frame and passes.
+    let (results, reports, armed) = run(FuseConfig {
+        probation: Duration::ZERO,
+        min_frames: 3,
+        max_slowdown: 1e9,
+        ..FuseConfig::default()
+    });
+    assert!(results.iter().all(|r| r.model_name == "weld_yolo"), "{results:?}");
+    assert!(
+        results
+            .iter()
+            .all(|r| (r.verdict == Verdict::Fail) != r.defects.is_empty())
+    );
+    assert!(!armed);
+    assert!(
+        reports
+            .iter()
+            .any(|r| r.starts_with("ProbationPassed(cell_2245#0 gen 2, 3 frames")),
+        "{reports:?}"
+    );
+
+    // A bound no model meets: the first detector frame trips the fuse, and
+    // the same frame is judged again by the grid model.
+    let (results, reports, armed) = run(FuseConfig {
+        probation: Duration::from_secs(60),
+        max_inference: Some(Duration::from_nanos(1)),
+        slow_frames: 1,
+        ..FuseConfig::default()
+    });
+    assert!(results.iter().all(|r| r.model_name == "weld_seam"), "{results:?}");
+    assert!(!armed);
+    assert!(
+        reports.iter().any(|r| r.starts_with("FuseTripped(cell_2245#0 gen 2")
+            && r.contains("above the bound")
+            && r.ends_with("rolled back true)")),
+        "{reports:?}"
+    );
+}
