@@ -16,6 +16,10 @@
 //! runs tract, decodes and maps the boxes into the frame; its boxes are
 //! compared with onnxruntime plus the Python reference on the Inspector's
 //! own input tensor.
+//!
+//! The third puts the detector on probation in a cell's worker that ran
+//! the grid model: it passes, or, with a latency bound it cannot meet, the
+//! fuse trips and the worker rolls back, as for any model.
 
 use triad_hw::CaptureTrigger;
 use triad_hw::sim::{SimCamera, SimCameraConfig};
