@@ -29,14 +29,19 @@
 //!   sequence and idempotency key).
 //! - **Reserve.** A preallocated file (`outbox.reserve`) is released at the
 //!   first "disk full", so the outbox can still store while everything else
-//!   on the disk has run out; it is taken again once there is room.
+//!   on the disk has run out; it is taken again once there is room (four
+//!   times its size free, looked at most every [`RESERVE_RETAKE_EVERY`]).
+//!   While it is released, or the disk has less free space than it, the
+//!   disk counts as full ([`Outbox::disk`]): the outbox stores on, but
+//!   `/healthz` says "degraded" until the space is back.
 
 use crate::config::OutboxLimits;
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 use thiserror::Error;
 
@@ -182,6 +187,46 @@ struct FaultState {
 /// disk lets some writes through: one fault, not a flapping one).
 pub const FAULT_CLEARS_AFTER: Duration = Duration::from_secs(2);
 
+/// How often a released reserve is tried again.
+pub const RESERVE_RETAKE_EVERY: Duration = Duration::from_secs(5);
+
+/// The outbox's disk, for the health check.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DiskState {
+    /// Free bytes on the file system of the state directory (`None`: unknown).
+    pub free_bytes: Option<u64>,
+    /// The reserve's configured size, bytes (0: none).
+    pub reserve_bytes: u64,
+    /// The reserve was released to a full disk and not taken back yet.
+    pub reserve_released: bool,
+}
+
+impl DiskState {
+    /// The disk is full: the reserve is released, or less than its size (at
+    /// least 1 MiB) is free.
+    pub fn is_full(&self) -> bool {
+        self.reserve_released || self.free_bytes.is_some_and(|f| f < self.reserve_bytes.max(1 << 20))
+    }
+
+    /// One line for `/healthz`: what is full and what to do.
+    pub fn describe(&self) -> String {
+        let mib = |b: u64| b as f64 / f64::from(1 << 20);
+        let free = self
+            .free_bytes
+            .map_or("unknown".into(), |f| format!("{:.1} MiB", mib(f)));
+        if self.reserve_released {
+            format!(
+                "disk full: {free} free in the state directory, the outbox stores into its released reserve of {:.1} MiB; \
+                 free space (the reserve is taken back once {:.1} MiB are free)",
+                mib(self.reserve_bytes),
+                mib(4 * self.reserve_bytes)
+            )
+        } else {
+            format!("disk full: {free} free in the state directory; free space before the outbox runs out")
+        }
+    }
+}
+
 /// The outbox.
 pub struct Outbox {
     db: RwLock<Option<Database>>,
@@ -189,6 +234,7 @@ pub struct Outbox {
     hwm_path: PathBuf,
     reserve_path: PathBuf,
     reserve_bytes: Mutex<u64>,
+    reserve_tried: Mutex<Option<Instant>>,
     limits: OutboxLimits,
     stats: Mutex<OutboxStats>,
     notify: tokio::sync::Notify,
@@ -346,6 +392,7 @@ impl Outbox {
             hwm_path,
             reserve_path,
             reserve_bytes: Mutex::new(0),
+            reserve_tried: Mutex::new(None),
             limits,
             stats: Mutex::new(stats),
             notify: tokio::sync::Notify::new(),
@@ -372,6 +419,42 @@ impl Outbox {
         }
     }
 
+    /// Free space and the reserve.
+    pub fn disk(&self) -> DiskState {
+        let reserve_bytes = *self.reserve_bytes.lock().expect("poisoned");
+        DiskState {
+            free_bytes: free_bytes(&self.path),
+            reserve_bytes,
+            reserve_released: reserve_bytes > 0 && !self.reserve_path.exists(),
+        }
+    }
+
+    /// Take a released reserve back once four times its size is free (at
+    /// most every [`RESERVE_RETAKE_EVERY`]).
+    fn retake_reserve(&self) {
+        let bytes = *self.reserve_bytes.lock().expect("poisoned");
+        if bytes == 0 || self.reserve_path.exists() {
+            return;
+        }
+        {
+            let mut tried = self.reserve_tried.lock().expect("poisoned");
+            if tried.is_some_and(|t| t.elapsed() < RESERVE_RETAKE_EVERY) {
+                return;
+            }
+            *tried = Some(Instant::now());
+        }
+        if free_bytes(&self.path).is_some_and(|free| free >= 4 * bytes) {
+            match take_reserve(&self.reserve_path, bytes) {
+                Ok(()) => {
+                    tracing::info!(file = %self.reserve_path.display(), bytes, "disk space is back: the outbox's reserve is taken again")
+                }
+                Err(e) => {
+                    tracing::debug!(file = %self.reserve_path.display(), error = %e, "cannot take the outbox's reserve back yet")
+                }
+            }
+        }
+    }
+
     /// The storage fault in progress, if any.
     pub fn fault(&self) -> Option<StorageFault> {
         self.fault.lock().expect("poisoned").as_ref().map(|f| StorageFault {
@@ -389,20 +472,31 @@ impl Outbox {
     /// re-open the database at the next call); on success, end the fault.
     fn with_db<T>(&self, write: bool, f: impl FnOnce(&Database) -> Result<T, OutboxError>) -> Result<T, OutboxError> {
         self.maybe_reopen();
-        let res = {
-            let g = self.db.read().expect("outbox lock poisoned");
-            match g.as_ref() {
-                Some(db) => f(db),
-                None => {
-                    Err(self.storage("the database is closed after a storage fault and could not be re-opened yet"))
-                }
+        let closed = || self.storage("the database is closed after a storage fault and could not be re-opened yet");
+        let res = if write {
+            // Writers one at a time, and a database whose write failed is
+            // closed before anyone else can use it: redb must be re-opened
+            // after an I/O error, and a second writer on the failed instance
+            // trips redb's own consistency assertions.
+            let mut g = self.db.write().unwrap_or_else(PoisonError::into_inner);
+            let res = g.as_ref().map_or_else(|| Err(closed()), |db| self.guarded(|| f(db)));
+            if matches!(res, Err(OutboxError::Storage { .. })) {
+                let failed = g.take();
+                let _ = std::panic::catch_unwind(AssertUnwindSafe(move || drop(failed)));
             }
+            res
+        } else {
+            let g = self.db.read().unwrap_or_else(PoisonError::into_inner);
+            g.as_ref().map_or_else(|| Err(closed()), |db| self.guarded(|| f(db)))
         };
         match &res {
             Err(OutboxError::Storage { detail, .. }) => self.note_fault(detail),
             Err(_) => {}
             // Only a write shows the disk takes writes again.
-            Ok(_) if write => self.end_fault(),
+            Ok(_) if write => {
+                self.end_fault();
+                self.retake_reserve();
+            }
             Ok(_) => {}
         }
         res
@@ -457,12 +551,21 @@ impl Outbox {
         if let Some(f) = ended {
             tracing::info!(path = %self.path.display(), after_s = f.since.elapsed().as_secs_f64(), "outbox storage recovered");
             self.record_delivered();
-            let bytes = *self.reserve_bytes.lock().expect("poisoned");
-            if bytes > 0 && !self.reserve_path.exists() && free_bytes(&self.path).is_some_and(|free| free >= 4 * bytes)
-            {
-                let _ = take_reserve(&self.reserve_path, bytes);
-            }
         }
+    }
+
+    /// Run `f`, turning a panic of the database library (an assertion it
+    /// trips after an I/O error) into a storage fault: the database is
+    /// re-opened, and the node does not stop.
+    fn guarded<T>(&self, f: impl FnOnce() -> Result<T, OutboxError>) -> Result<T, OutboxError> {
+        std::panic::catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|p| {
+            let why = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown".into());
+            Err(self.storage(format!("the database library failed ({why})")))
+        })
     }
 
     /// After a fault, drop the database and open it again (redb refuses
@@ -477,8 +580,9 @@ impl Outbox {
             st.last_reopen = Some(Instant::now());
             st.needs_reopen = false;
         }
-        let mut g = self.db.write().expect("outbox lock poisoned");
-        *g = None; // close first: redb holds a lock on the file
+        let mut g = self.db.write().unwrap_or_else(PoisonError::into_inner);
+        let failed = g.take(); // close first: redb holds a lock on the file
+        let _ = std::panic::catch_unwind(AssertUnwindSafe(move || drop(failed)));
         match Database::create(&self.path) {
             Ok(db) => *g = Some(db),
             Err(e) => {
@@ -497,7 +601,7 @@ impl Outbox {
             return;
         }
         let res = (|| {
-            let g = self.db.read().expect("outbox lock poisoned");
+            let g = self.db.write().unwrap_or_else(PoisonError::into_inner);
             let db = g.as_ref().ok_or_else(|| self.storage("closed"))?;
             let tx = db.begin_write().map_err(|e| self.storage(e))?;
             {
@@ -964,6 +1068,52 @@ mod tests {
                 .starts_with("outbox.redb.damaged-")),
             "the damaged file is kept for inspection"
         );
+    }
+
+    #[test]
+    fn a_panic_of_the_database_library_is_a_storage_fault_not_a_stop() {
+        let path = tmp("panic");
+        let ob = Outbox::open(&path, limits()).unwrap();
+        // As redb's assertion did after an I/O error, inside a write.
+        let r: Result<(), _> = ob.with_db(true, |_| panic!("assertion failed: self.get_order_free_mut(order)"));
+        match r {
+            Err(OutboxError::Storage { detail, .. }) => {
+                assert!(detail.contains("database library failed"), "{detail}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(ob.fault().is_some());
+        // The database is re-opened and takes writes again.
+        std::thread::sleep(REOPEN_EVERY);
+        ob.append("t", "k", 0, |_| Ok(vec![(Lane::Bus, vec![1])])).unwrap();
+        assert_eq!(ob.stats().pending_bus, 1);
+    }
+
+    #[test]
+    fn a_released_reserve_counts_as_a_full_disk_until_it_is_taken_back() {
+        let path = tmp("reserve");
+        let ob = Outbox::open(&path, limits()).unwrap();
+        ob.set_reserve(1 << 20);
+        let reserve = path.with_extension("reserve");
+        assert_eq!(std::fs::metadata(&reserve).unwrap().len(), 1 << 20);
+        assert!(!ob.disk().is_full(), "{:?}", ob.disk());
+        // Released to a full disk (as note_fault does).
+        std::fs::remove_file(&reserve).unwrap();
+        let d = ob.disk();
+        assert!(d.reserve_released && d.is_full(), "{d:?}");
+        assert!(d.describe().contains("released reserve of 1.0 MiB"), "{}", d.describe());
+        // The next write finds room (this disk has far more than 4 MiB free)
+        // and takes it back; the disk is no longer full.
+        ob.append("t", "k", 0, |_| Ok(vec![(Lane::Bus, vec![1])])).unwrap();
+        assert_eq!(std::fs::metadata(&reserve).unwrap().len(), 1 << 20);
+        assert!(!ob.disk().is_full(), "{:?}", ob.disk());
+        // Less free space than the reserve is a full disk too.
+        let d = DiskState {
+            free_bytes: Some(512 << 10),
+            reserve_bytes: 1 << 20,
+            reserve_released: false,
+        };
+        assert!(d.is_full() && d.describe().contains("0.5 MiB free"), "{}", d.describe());
     }
 
     #[test]

@@ -120,6 +120,7 @@ pub fn health(app: &AppState) -> Health {
         },
     );
     let fault = app.outbox.as_ref().and_then(|o| o.fault());
+    let disk = app.outbox.as_ref().map(|o| o.disk()).filter(|d| d.is_full());
     checks.insert(
         "storage",
         match (&fault, snap.state_warnings.is_empty()) {
@@ -135,6 +136,10 @@ pub fn health(app: &AppState) -> Health {
                     },
                     f.error
                 ),
+            },
+            (None, _) if let Some(d) = &disk => Check {
+                status: "degraded",
+                detail: d.describe(),
             },
             (None, false) => Check {
                 status: "degraded",

@@ -35,8 +35,8 @@ pub fn before_start(state_dir: &Path) -> Vec<String> {
     let found = Found::check(&replay);
     if found != Found::Fine {
         out.push(format!(
-            "state file {} was {}: the ids of tokens used before are forgotten; a token used before this start and not \
-             yet expired could be used once more: rotate the signing keys if that matters",
+            "state file {} was {}: the ids of tokens used before are forgotten; tokens issued before this start are \
+             refused until the longest of them has expired (security.max_token_lifetime_s): issue new tokens",
             replay.display(),
             found.describe()
         ));
@@ -88,7 +88,10 @@ pub fn after_start(state_dir: &Path, before: &BTreeSet<PathBuf>) -> Vec<String> 
             continue; // said by the outbox itself, with what was lost
         }
         let what = match original {
-            "replay.redb" => "the ids of tokens used before are forgotten: rotate the signing keys if a replay matters",
+            "replay.redb" => {
+                "the ids of tokens used before are forgotten: tokens issued before this start are refused until they \
+                 have expired; issue new tokens"
+            }
             "state.json" => {
                 "which deployed bundle was current is lost; the configured model runs: deploy the bundle again"
             }
