@@ -409,8 +409,9 @@ fn end_to_end(
     )
     .unwrap();
     let suffix = format!("e{id}");
-    // BENCH_E2E_TELEMETRY_EVERY: the node's telemetry_every_cycles (the
-    // state topic gets every 4th sample; default 50 cycles of 1 ms).
+    // BENCH_E2E_TELEMETRY_EVERY: the node's telemetry_every_cycles (default
+    // 50 cycles of 1 ms; the state topic gets every 4th sample, and at once
+    // the sample of a cycle that applied a command).
     let mut node_cfg = triad_tests::unique_config(&suffix, &triad_tests::pulsar_bus(service, admin, &[]));
     if let Ok(n) = std::env::var("BENCH_E2E_TELEMETRY_EVERY") {
         assert!(
