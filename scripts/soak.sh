@@ -18,6 +18,10 @@
 #   SOAK_DIR           work directory, kept afterwards (a new mktemp -d)
 #   SOAK_RSS_LIMIT_KB  allowed RSS growth from warm-up to end (1024)
 #
+# A line that stands in the safe state (a watchdog trip when the VM stalls the
+# control thread past [control] watchdog_ms) inspects nothing; the soak acts
+# as the operator would: a signed ResetFault, then Start, and counts the trips.
+#
 # Goals (exit status 1 if one is missed): RSS growth <= SOAK_RSS_LIMIT_KB,
 # every deploy accepted, every unauthenticated command refused with 401,
 # nothing lost (no frame dropped or failed, no publish error, no outbox
@@ -45,10 +49,12 @@ t() { "$bin" "$@"; }
 # Keys and the node's configuration: the built-in one plus the two keys.
 t keys gen --name soak-release --uses bundle --out "$dir/keys" --force >/dev/null
 t keys gen --name soak-ops --uses deploy --out "$dir/keys" --force >/dev/null
+t keys gen --name soak-hmi --uses command --out "$dir/keys" --force >/dev/null
 {
   sed -n '/^\[node\]/,$p' edge/src/config/default.toml
   printf '\n[[security.keys]]\nname = "soak-release"\npublic_key_file = "%s"\nuses = ["bundle"]\n' "$dir/keys/soak-release.pub"
   printf '\n[[security.keys]]\nname = "soak-ops"\npublic_key_file = "%s"\nuses = ["deploy"]\n' "$dir/keys/soak-ops.pub"
+  printf '\n[[security.keys]]\nname = "soak-hmi"\npublic_key_file = "%s"\nuses = ["command"]\n' "$dir/keys/soak-hmi.pub"
 } >"$dir/node.toml"
 t check-config "$dir/node.toml" >/dev/null
 device="$(sed -n 's/^id = "\(.*\)"/\1/p' "$dir/node.toml" | head -n1)"
@@ -72,7 +78,18 @@ for _ in $(seq 300); do
   sleep 0.1
 done
 
+# The operator's command: a fresh single-use token each time.
+command() {
+  t token issue --key "$dir/keys/soak-hmi.key" --issuer soak-operator --device "$device" --use command \
+    --axis "$axis" --actions ResetFault,Start --ttl 2m --out "$dir/cmd.jwt" >>"$dir/soak.log" 2>&1 &&
+    curl -fsS -X POST -H 'content-type: application/json' -H "authorization: Bearer $(cat "$dir/cmd.jwt")" \
+      -d "{\"action\":\"$1\",\"value\":0,\"reason\":\"soak: the operator resets a trip\",\"command_id\":\"soak-$1-$(date +%s%N)\"}" \
+      "$node/api/axes/$axis/commands" >>"$dir/soak.log" 2>&1
+}
+axis_mode() { curl -fsS "$node/api/state" 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["axis"]["mode"])' 2>/dev/null || echo unknown; }
+
 start=$(date +%s)
+resets=0 resets_failed=0
 deploys_ok=0 deploys_refused=0 refused_401=0 refused_other=0 version=0
 rss_warm="" next_deploy=$start
 echo "t_s,vmrss_kb" >"$dir/rss.csv"
@@ -102,6 +119,11 @@ while :; do
     rm -rf "$b"
     echo "$el,$(rss_kb)" >>"$dir/rss.csv"
   fi
+  # A line in the safe state: the operator resets it (every 10 s at most).
+  if (( el % 10 == 5 )) && [ "$(axis_mode)" = SafeState ]; then
+    if command ResetFault && command Start; then resets=$((resets + 1)); else resets_failed=$((resets_failed + 1)); fi
+    echo "soak: $el s: the axis stood in the safe state; reset by the operator" >>"$dir/soak.log"
+  fi
   if [ -z "$rss_warm" ] && (( el >= warmup )); then rss_warm=$(rss_kb); echo "soak: RSS after $el s warm-up: $rss_warm kB"; fi
   sleep_to=$((now + 1)); while (( $(date +%s) < sleep_to )); do sleep 0.05; done
 done
@@ -114,9 +136,9 @@ trap - EXIT
 kill -INT "$pid" 2>/dev/null || true
 wait "$pid" || echo "soak: the node exited with status $?" >&2
 
-python3 - "$dir" "$el" "${rss_warm:-0}" "$rss_end" "$rss_limit" "$deploys_ok" "$deploys_refused" "$refused_401" "$refused_other" "$bin" <<'EOF'
+python3 - "$dir" "$el" "${rss_warm:-0}" "$rss_end" "$rss_limit" "$deploys_ok" "$deploys_refused" "$refused_401" "$refused_other" "$bin" "$resets" "$resets_failed" <<'EOF'
 import json, re, sys
-d, el, rss_warm, rss_end, limit, dep_ok, dep_no, r401, rother, binary = sys.argv[1:]
+d, el, rss_warm, rss_end, limit, dep_ok, dep_no, r401, rother, binary, resets, resets_failed = sys.argv[1:]
 el, rss_warm, rss_end, limit = int(el), int(rss_warm), int(rss_end), int(limit)
 dep_ok, dep_no, r401, rother = int(dep_ok), int(dep_no), int(r401), int(rother)
 rep = json.load(open(f"{d}/report.json"))
@@ -155,7 +177,8 @@ for k, v in lost.items():
     print(f"  lost: {k}: {v}")
 print(f"  outbox at the end: pending bus {rep['outbox_pending_bus']}, pending mes {rep['outbox_pending_mes']}, dead letters {rep['outbox_dead_letters']}")
 print(f"  control: {rep['control']['cycles']} cycles, {rep['control']['overruns']} overruns, jitter p99 {rep['control']['jitter_p99_us']} us")
-print(f"  panics in the log: {panics}; axis safe-state entries: {safe_states} (a standing line inspects no frames)")
+reasons = sorted(set(re.findall(r'outputs in the safe state axis=\S+ reason="([^"]*)"', log)))
+print(f"  panics in the log: {panics}; axis safe-state entries: {safe_states}, reset by the operator {resets} (failed {resets_failed}); reasons: {reasons}")
 fails = []
 if growth > limit: fails.append(f"RSS grew {growth} kB")
 if dep_no or dep_ok == 0: fails.append(f"{dep_no} deploys failed")
@@ -164,6 +187,7 @@ if any(lost.values()): fails.append("something was lost")
 # A frame inspected just before the scrape may still be on its way.
 if frames_m == 0 or published < frames_m - 5: fails.append(f"{frames_m - published} inspected frames not published")
 if panics: fails.append(f"{panics} panics")
+if int(resets_failed): fails.append(f"{resets_failed} operator resets failed")
 print("  result:", "PASS" if not fails else "FAIL: " + "; ".join(fails))
 sys.exit(1 if fails else 0)
 EOF
