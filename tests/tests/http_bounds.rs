@@ -323,6 +323,17 @@ async fn without_a_token_no_body_is_read_and_get_routes_read_none() {
         codes.contains(&"command_unsigned") && codes.contains(&"token_missing"),
         "{audit}"
     );
+    // And counted: three unsigned commands (chunked, declared twice).
+    let metrics = reqwest::get(format!("http://{}/metrics", node.addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("triad_commands_total{outcome=\"refused\"} 3"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]

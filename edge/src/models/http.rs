@@ -72,6 +72,8 @@ pub struct ApiState {
     pub clock: Arc<dyn Clock>,
     /// Node id (for command envelopes).
     pub node: String,
+    /// The node's metrics (commands refused before they reach a gate).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The API's routes (serve with connect info, see `dashboard::serve_router`).
@@ -247,6 +249,7 @@ fn parse_command(body: &[u8]) -> Result<CommandBody, String> {
 /// Audit a command refused before it reached its gate (the trail counts
 /// these, see [`super::audit::is_unauthenticated`]; no fsync here).
 fn audit_command_refusal(s: &ApiState, axis: &str, origin: &str, code: &str, reason: &str) {
+    s.metrics.command("refused");
     s.models.audit().record(
         s.clock.now_ns(),
         AuditRecord {

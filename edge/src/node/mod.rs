@@ -456,6 +456,7 @@ pub async fn run(
         gates: vec![ctx.gate.clone()],
         clock: clock.clone(),
         node: cfg.node.to_string(),
+        metrics: ctx.metrics.clone(),
     });
     let dashboard = tokio::spawn(crate::dashboard::serve_router(
         listener,
