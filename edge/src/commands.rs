@@ -245,6 +245,8 @@ pub struct CommandGate {
     max_ppm: f64,
     requests: Mutex<Producer<ControlRequest>>,
     waiters: Mutex<HashMap<u64, oneshot::Sender<(i64, ControlEvent)>>>,
+    /// Woken when a request enters the ring (see [`CommandGate::submitted`]).
+    submitted: tokio::sync::Notify,
     next_handle: AtomicU64,
     metrics: std::sync::Arc<Metrics>,
     auth: Option<Arc<CommandAuth>>,
@@ -266,10 +268,23 @@ impl CommandGate {
             max_ppm,
             requests: Mutex::new(requests),
             waiters: Mutex::new(HashMap::new()),
+            submitted: tokio::sync::Notify::new(),
             next_handle: AtomicU64::new(1),
             metrics,
             auth: None,
         }
+    }
+
+    /// Resolves when a request has entered the ring (a permit is kept if
+    /// nobody waits): the telemetry pump then looks for its verdict every
+    /// cycle instead of every 5 ms.
+    pub async fn submitted(&self) {
+        self.submitted.notified().await
+    }
+
+    /// Does a request wait for the control program's verdict?
+    pub fn awaiting_verdict(&self) -> bool {
+        !self.waiters.lock().expect("poisoned").is_empty()
     }
 
     /// Check external commands' tokens with `auth` and audit decisions.
@@ -398,6 +413,7 @@ impl CommandGate {
                 id: cmd.command_id.clone(),
             });
         }
+        self.submitted.notify_one();
         let timeout = Duration::from_millis(1000);
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok((_, ControlEvent::Rejected { reason, .. }))) => Err(CommandError::Rejected {

@@ -112,7 +112,12 @@ async fn assert_quiet(scenario: &str) -> serde_json::Value {
         "{scenario}: the MES got {:?}",
         mes.received()
     );
-    assert!(f(&r["control"]["cycles"]) > 14_000.0);
+    assert!(
+        f(&r["control"]["cycles"]) > 14_000.0,
+        "{scenario}: {} s, control {}",
+        r["duration_s"],
+        r["control"]
+    );
     r
 }
 

@@ -85,10 +85,15 @@ pub async fn telemetry_pump(
     // Overrun counts of the last minute, one every 100 ms.
     let mut overrun_window: std::collections::VecDeque<u64> = std::collections::VecDeque::with_capacity(601);
     loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = shutdown.changed() => {}
-        }
+        // Every 5 ms; every 1 ms while a command waits for its verdict (its
+        // caller, and the state that shows it, wait for this pump).
+        let waiting = ctx.gate.awaiting_verdict();
+        let ticked = tokio::select! {
+            _ = tick.tick() => true,
+            _ = shutdown.changed() => false,
+            _ = ctx.gate.submitted() => false,
+            _ = tokio::time::sleep(Duration::from_millis(1)), if waiting => false,
+        };
         while let Ok(t) = telemetry.pop() {
             match t {
                 ControlTelemetry::Sample(s) => {
@@ -113,8 +118,8 @@ pub async fn telemetry_pump(
             }
         }
         // Counters and gauges, ten times a second.
-        ticks += 1;
-        if ticks.is_multiple_of(20) {
+        ticks += u64::from(ticked);
+        if ticked && ticks.is_multiple_of(20) {
             let st = &ctx.control_stats;
             let cycles = st.cycles.load(Relaxed);
             let overruns = st.overruns.load(Relaxed);
