@@ -287,7 +287,12 @@ pub async fn run(
         std::thread::Builder::new()
             .name("triad-control".into())
             .spawn(move || {
-                let status = rt::prepare_current_thread(prio, cpu);
+                let mut status = rt::prepare_current_thread(prio, cpu);
+                // Pinned: the CPU is the control thread's alone. The node's
+                // other threads run by now or are started by one that does.
+                if let Some(Ok(c)) = status.cpu {
+                    status.alone = Some(rt::keep_other_threads_off(c));
+                }
                 rt::prefault_stack(64 * 1024);
                 let _ = rt_tx.send(status);
                 runner.run(&stop);
