@@ -512,11 +512,28 @@ pub(crate) fn write_report(ctx: &NodeCtx, wo: &WorkOrder) {
 /// Consume external commands from the axis' command topic.
 pub async fn command_consumer(ctx: Arc<NodeCtx>) {
     let topic = ctx.topics.command.clone();
-    let mut sub = match ctx.publisher.bus().subscribe(&topic, "triad-node-commands").await {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(topic = %topic, error = %e, "cannot subscribe to commands; external commands are unavailable");
-            return;
+    // A broker that is down or still recovering at start (its bookie not
+    // yet writable) refuses the subscription for a while: ask again, 1 s
+    // doubling to 10 s, for as long as the node runs; said once, and once
+    // when it works.
+    let mut wait = Duration::from_secs(1);
+    let mut failed = false;
+    let mut sub = loop {
+        match ctx.publisher.bus().subscribe(&topic, "triad-node-commands").await {
+            Ok(s) => {
+                if failed {
+                    tracing::info!(topic = %topic, "subscribed to commands; external commands are available");
+                }
+                break s;
+            }
+            Err(e) => {
+                if !failed {
+                    tracing::error!(topic = %topic, error = %e, "cannot subscribe to commands yet; external commands are unavailable until it works (asking again)");
+                    failed = true;
+                }
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(10));
+            }
         }
     };
     while let Some(d) = sub.next().await {
