@@ -20,6 +20,12 @@ use triad_schemas::ids::AxisId;
 use triad_schemas::{ClockState, CommandAction, ControlCommand, Envelope, Topic, codec};
 use triad_tests::{TempDir, node_lock, pulsar_env, pulsar_read, triad_bin, unique, unique_config, workspace_root};
 
+/// The tests without a node use the broker while the node tests run; the one
+/// that pauses the broker (SIGSTOP) takes this for writing, so it never
+/// freezes the broker under another test's connect or publish (CI of stop 9:
+/// both bus tests failed while the broker was paused).
+static BROKER_IN_USE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
 fn bus(service: &str, admin: &str) -> PulsarBus {
     let mut cfg = PulsarConfig::for_url(service).unwrap();
     cfg.admin_url = admin.into();
@@ -87,6 +93,7 @@ mod http {
 
 #[test]
 fn a_bus_dropped_on_a_thread_outside_its_running_runtime_closes_its_producer_without_a_panic() {
+    let _broker = BROKER_IN_USE.blocking_read();
     let (service, admin) = pulsar_env();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -112,6 +119,7 @@ fn a_bus_dropped_on_a_thread_outside_its_running_runtime_closes_its_producer_wit
 
 #[test]
 fn a_bus_dropped_after_its_runtime_ended_does_not_panic() {
+    let _broker = BROKER_IN_USE.blocking_read();
     let (service, admin) = pulsar_env();
     let topic = Topic::control_command(&AxisId::new(unique("sd_b")).unwrap());
     let bus = Arc::new(bus(&service, &admin));
@@ -303,6 +311,7 @@ impl Drop for Paused {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_stopped_while_a_publish_is_pending_exits_cleanly_and_keeps_its_messages() {
     let _serial = node_lock().await;
+    let _broker = BROKER_IN_USE.write().await;
     let (service, admin) = pulsar_env();
     let pid = broker_pid();
     let id = unique("sdp");
