@@ -9,6 +9,23 @@ fn f(v: &serde_json::Value) -> f64 {
     v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
 }
 
+/// The 1 kHz loop kept its period for the whole run of report `r`: every
+/// millisecond is a cycle run or an overrun counted (the loop skips missed
+/// deadlines and keeps its phase), and most ran. How *few* overruns a
+/// machine gives is measured by the benchmarks, not here: a loaded CI VM
+/// stalls the thread for milliseconds (13 803 cycles in 16 s in one CI run).
+fn assert_loop_kept_its_period(r: &serde_json::Value) {
+    let c = &r["control"];
+    let periods = f(&r["duration_s"]) * 1000.0;
+    let counted = f(&c["cycles"]) + f(&c["overruns"]);
+    assert!(
+        counted >= 0.97 * periods && counted <= periods + 5.0,
+        "{counted} cycles + overruns in {periods} ms: {c}"
+    );
+    assert!(f(&c["cycles"]) > 0.5 * periods, "{c}");
+    assert!(c["jitter_p99_us"].as_f64().is_some() && c["jitter_max_us"].as_f64().is_some());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn weld_drift_alerts_derates_analyses_and_sends_the_work_order() {
     let _serial = node_lock().await;
@@ -78,9 +95,7 @@ async fn weld_drift_alerts_derates_analyses_and_sends_the_work_order() {
     assert!(f(&body["elevated_probability"]) > 0.95, "{body}");
 
     // The loop ran at 1 kHz the whole time and said how well.
-    let c = &r["control"];
-    assert!(f(&c["cycles"]) > 20_000.0, "{c}");
-    assert!(c["jitter_p99_us"].as_f64().is_some() && c["jitter_max_us"].as_f64().is_some());
+    assert_loop_kept_its_period(&r);
     assert!(f(&r["inspection"]["frames"]) > 60.0);
     assert_eq!(r["alerts"].as_array().unwrap().len(), 1);
     let ex = r["excursions"].as_array().unwrap();
@@ -112,12 +127,7 @@ async fn assert_quiet(scenario: &str) -> serde_json::Value {
         "{scenario}: the MES got {:?}",
         mes.received()
     );
-    assert!(
-        f(&r["control"]["cycles"]) > 14_000.0,
-        "{scenario}: {} s, control {}",
-        r["duration_s"],
-        r["control"]
-    );
+    assert_loop_kept_its_period(&r);
     r
 }
 
