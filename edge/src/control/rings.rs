@@ -28,6 +28,9 @@ pub struct TelemetrySample {
     pub mode: AxisMode,
     /// Set-point, PPM.
     pub setpoint_ppm: f64,
+    /// The cycle applied a request or changed the mode: the sample was
+    /// taken for that change, and the state topic shows it at once.
+    pub changed: bool,
 }
 
 /// What the control thread reports.

@@ -98,6 +98,7 @@ impl ControlRunner {
                 outputs,
                 mode: self.program.mode(),
                 setpoint_ppm: self.program.setpoint_ppm(),
+                changed,
             };
             self.emit(ControlTelemetry::Sample(sample));
         }

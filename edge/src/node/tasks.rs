@@ -26,19 +26,17 @@ fn mode_name(m: AxisMode) -> &'static str {
     }
 }
 
-/// Which telemetry samples go to the state topic: every 4th, and the first
-/// after a change (a command applied, the safe state entered or left, any
-/// other mode change), so the topic shows the change from the control cycle
-/// that made it rather than up to four sample periods later. The control
-/// thread samples that cycle right after its events (`control::runner`).
+/// Which telemetry samples go to the state topic: every 4th, and the one
+/// the control thread took for a change (a command applied, the safe state
+/// entered or left, any other mode change: `TelemetrySample::changed`, see
+/// `control::runner`), so the topic shows the change from the control cycle
+/// that made it rather than up to four sample periods later.
 #[derive(Debug, Default)]
 struct StateCadence {
     /// Samples since the last one published.
     since_published: u32,
-    /// A change was reported that no published state shows yet.
-    changed: bool,
-    /// Mode of the last sample (a mode change whose event was lost to a
-    /// full ring still publishes).
+    /// Mode of the last sample (a mode change whose sample was lost to a
+    /// full ring still publishes with the next one).
     last_mode: Option<AxisMode>,
 }
 
@@ -46,21 +44,14 @@ impl StateCadence {
     /// Samples between periodic states.
     const EVERY: u32 = 4;
 
-    fn handle_event(&mut self, ev: &ControlEvent) {
-        if !matches!(ev, ControlEvent::Rejected { .. }) {
-            self.changed = true;
-        }
-    }
-
     /// Whether `s` goes to the state topic.
     fn poll_publish(&mut self, s: &TelemetrySample) -> bool {
         self.since_published += 1;
         let mode_changed = self.last_mode.is_some_and(|m| m != s.mode);
         self.last_mode = Some(s.mode);
-        let publish = self.changed || mode_changed || self.since_published >= Self::EVERY;
+        let publish = s.changed || mode_changed || self.since_published >= Self::EVERY;
         if publish {
             self.since_published = 0;
-            self.changed = false;
         }
         publish
     }
@@ -113,7 +104,6 @@ pub async fn telemetry_pump(
                 ControlTelemetry::Event { stamp_ns, event } => {
                     ctx.gate.handle_event(stamp_ns, &event);
                     log_control_event(&ctx, stamp_ns, &event);
-                    cadence.handle_event(&event);
                 }
             }
         }
@@ -516,26 +506,31 @@ pub async fn command_consumer(ctx: Arc<NodeCtx>) {
     // yet writable) refuses the subscription for a while: ask again, 1 s
     // doubling to 10 s, for as long as the node runs; said once, and once
     // when it works.
-    let mut wait = Duration::from_secs(1);
+    use backon::{ExponentialBuilder, Retryable};
     let mut failed = false;
-    let mut sub = loop {
-        match ctx.publisher.bus().subscribe(&topic, "triad-node-commands").await {
-            Ok(s) => {
-                if failed {
-                    tracing::info!(topic = %topic, "subscribed to commands; external commands are available");
-                }
-                break s;
+    let policy = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_secs(1))
+        .with_max_delay(Duration::from_secs(10))
+        .without_max_times();
+    let subscribed = (|| ctx.publisher.bus().subscribe(&topic, "triad-node-commands"))
+        .retry(policy)
+        .notify(|e, _| {
+            if !std::mem::replace(&mut failed, true) {
+                tracing::error!(topic = %topic, error = %e, "cannot subscribe to commands yet; external commands are unavailable until it works (asking again)");
             }
-            Err(e) => {
-                if !failed {
-                    tracing::error!(topic = %topic, error = %e, "cannot subscribe to commands yet; external commands are unavailable until it works (asking again)");
-                    failed = true;
-                }
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_secs(10));
-            }
+        })
+        .await;
+    let mut sub = match subscribed {
+        Ok(s) => s,
+        // Not reached: the policy has no bound on its attempts.
+        Err(e) => {
+            tracing::error!(topic = %topic, error = %e, "cannot subscribe to commands; external commands are unavailable");
+            return;
         }
     };
+    if failed {
+        tracing::info!(topic = %topic, "subscribed to commands; external commands are available");
+    }
     while let Some(d) = sub.next().await {
         let now = ctx.clock.now_ns();
         match triad_schemas::codec::decode::<ControlCommand>(&d.msg.payload) {
@@ -580,13 +575,14 @@ mod tests {
 
     const MS: i64 = 1_000_000;
 
-    fn sample(mode: AxisMode) -> TelemetrySample {
+    fn sample(mode: AxisMode, changed: bool) -> TelemetrySample {
         TelemetrySample {
             stamp_ns: 0,
             inputs: LineInputs::default(),
             outputs: triad_hw::LineOutputs::SAFE,
             mode,
             setpoint_ppm: 12.0,
+            changed,
         }
     }
 
@@ -594,33 +590,20 @@ mod tests {
     fn cadence_publishes_every_fourth_sample_and_the_first_after_a_change() {
         let mut c = StateCadence::default();
         let run = |c: &mut StateCadence, n: usize, mode| -> Vec<bool> {
-            (0..n).map(|_| c.poll_publish(&sample(mode))).collect()
+            (0..n).map(|_| c.poll_publish(&sample(mode, false))).collect()
         };
         let (t, f) = (true, false);
         assert_eq!(run(&mut c, 8, AxisMode::Running), [f, f, f, t, f, f, f, t]);
         // Applied command: its sample is published; the count starts again.
         run(&mut c, 1, AxisMode::Running);
-        c.handle_event(&ControlEvent::Applied {
-            handle: 1,
-            action: CommandAction::SetRate,
-            from_ppm: 12.0,
-            to_ppm: 9.0,
-            mode: AxisMode::Running,
-        });
-        assert_eq!(run(&mut c, 5, AxisMode::Running), [t, f, f, f, t]);
-        // A rejection changes nothing.
-        c.handle_event(&ControlEvent::Rejected {
-            handle: 2,
-            action: CommandAction::SetRate,
-            reason: crate::control::RejectReason::OutOfRange,
-        });
+        assert!(c.poll_publish(&sample(AxisMode::Running, true)));
+        assert_eq!(run(&mut c, 4, AxisMode::Running), [f, f, f, t]);
+        // A sample not taken for a change (a rejection's cycle) waits.
         assert_eq!(run(&mut c, 1, AxisMode::Running), [f]);
-        // The safe state, by its event or (event lost to a full ring) by the
-        // sample's mode alone.
-        c.handle_event(&ControlEvent::SafeStateEntered {
-            reason: SafeReason::EStop,
-        });
-        assert_eq!(run(&mut c, 2, AxisMode::SafeState), [t, f]);
+        // The safe state, by its own sample or (that sample lost to a full
+        // ring) by the next sample's mode alone.
+        assert!(c.poll_publish(&sample(AxisMode::SafeState, true)));
+        assert_eq!(run(&mut c, 1, AxisMode::SafeState), [f]);
         assert_eq!(run(&mut c, 2, AxisMode::Stopped), [t, f]);
     }
 
