@@ -481,8 +481,7 @@ impl Outbox {
             let mut g = self.db.write().unwrap_or_else(PoisonError::into_inner);
             let res = g.as_ref().map_or_else(|| Err(closed()), |db| self.guarded(|| f(db)));
             if matches!(res, Err(OutboxError::Storage { .. })) {
-                let failed = g.take();
-                let _ = std::panic::catch_unwind(AssertUnwindSafe(move || drop(failed)));
+                close_failed(g.take());
             }
             res
         } else {
@@ -581,8 +580,7 @@ impl Outbox {
             st.needs_reopen = false;
         }
         let mut g = self.db.write().unwrap_or_else(PoisonError::into_inner);
-        let failed = g.take(); // close first: redb holds a lock on the file
-        let _ = std::panic::catch_unwind(AssertUnwindSafe(move || drop(failed)));
+        close_failed(g.take()); // close first: redb holds a lock on the file
         match Database::create(&self.path) {
             Ok(db) => *g = Some(db),
             Err(e) => {
@@ -904,6 +902,12 @@ fn take_reserve(path: &Path, bytes: u64) -> std::io::Result<()> {
         return Err(std::io::Error::from_raw_os_error(rc));
     }
     f.sync_all()
+}
+
+/// Close a database after a storage fault; a panic of the library while it
+/// closes the failed instance is not the node's end.
+fn close_failed(db: Option<Database>) {
+    let _ = std::panic::catch_unwind(AssertUnwindSafe(move || drop(db)));
 }
 
 /// Free bytes on the file system holding `path`.

@@ -72,7 +72,7 @@ pub fn prepare_current_thread(priority: Option<i32>, cpu: Option<usize>) -> RtSt
 
 /// Keep every other thread of the process off `cpu`, so that the calling
 /// thread (pinned there) has it to itself: each thread's affinity becomes
-/// the online CPUs but `cpu`. Threads started later inherit the mask of
+/// the main thread's CPUs (the process's own set) but `cpu`. Threads started later inherit the mask of
 /// the thread that starts them, so calling this before the node's other
 /// threads start (or from the pinned thread, once they run) covers them
 /// too. Returns how many threads were moved; refuses when `cpu` is the only
