@@ -187,6 +187,40 @@ pub fn triad(args: &[&str], envs: &[(&str, &str)]) -> Output {
     c.output().expect("run triad")
 }
 
+/// A control-command token from `triad token issue`, signed with `key` (a
+/// `triad keys gen --uses command` private key), for `axis_07` of
+/// `edge-01` (the built-in configuration): `actions` (comma-separated),
+/// set-points 5 to 12 PPM, valid for `ttl` (e.g. `2m`).
+pub fn command_token(key: &Path, actions: &str, ttl: &str) -> String {
+    let o = triad(
+        &[
+            "token",
+            "issue",
+            "--key",
+            key.to_str().expect("a UTF-8 key path"),
+            "--issuer",
+            "hmi-3",
+            "--device",
+            "edge-01",
+            "--use",
+            "command",
+            "--axis",
+            "axis_07",
+            "--actions",
+            actions,
+            "--min-ppm",
+            "5",
+            "--max-ppm",
+            "12",
+            "--ttl",
+            ttl,
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
 /// Run one simulated scenario and return its report.
 pub async fn run_scenario(scenario: &str, duration: &str, state_dir: &Path, extra: &[&str]) -> serde_json::Value {
     let report = state_dir.join("report.json");

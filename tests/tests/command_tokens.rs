@@ -352,35 +352,7 @@ async fn commands_through_the_nodes_http_api_need_a_scoped_token() {
         assert!(Instant::now() < deadline, "node did not come up");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let token = |actions: &str| {
-        let o = triad(
-            &[
-                "token",
-                "issue",
-                "--key",
-                keys.join("hmi.key").to_str().unwrap(),
-                "--issuer",
-                "hmi-3",
-                "--device",
-                "edge-01",
-                "--use",
-                "command",
-                "--axis",
-                "axis_07",
-                "--actions",
-                actions,
-                "--min-ppm",
-                "5",
-                "--max-ppm",
-                "12",
-                "--ttl",
-                "2m",
-            ],
-            &[],
-        );
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        String::from_utf8_lossy(&o.stdout).trim().to_string()
-    };
+    let token = |actions: &str| triad_tests::command_token(&keys.join("hmi.key"), actions, "2m");
     let post = |body: Value, tok: Option<String>| {
         let mut r = http.post(format!("{url}/api/axes/axis_07/commands")).json(&body);
         if let Some(t) = tok {

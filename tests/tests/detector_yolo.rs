@@ -30,6 +30,28 @@ use triad_inspect::{GrayImage, Inspector, InspectorConfig, ModelManifest, OnnxMo
 use triad_schemas::Verdict;
 use triad_tests::{TempDir, python, triad, workspace_root};
 
+/// The simulated camera's weld frames, seeded: one good, one with porosity,
+/// one with a crack.
+fn welds(seed: u64) -> Vec<triad_hw::Frame> {
+    let mut cam = SimCamera::new(SimCameraConfig {
+        seed,
+        ..SimCameraConfig::default()
+    });
+    [None, Some("porosity"), Some("crack")]
+        .into_iter()
+        .enumerate()
+        .map(|(k, defect)| {
+            let trigger = CaptureTrigger {
+                module_serial: k as u64 + 1,
+                weld_index: 0,
+                stamp_ns: 0,
+                weld_temp_c: 180.0,
+            };
+            cam.render(&trigger, defect)
+        })
+        .collect()
+}
+
 const SIZE: u32 = 640;
 const CLASSES: usize = 80;
 const ANCHORS: usize = 8400;
@@ -77,18 +99,7 @@ fn yolov8n_boxes_match_onnxruntime_and_a_reference_nms() {
         iou: 0.45,
         max_detections: 300,
     };
-    let mut cam = SimCamera::new(SimCameraConfig {
-        seed: 7,
-        ..SimCameraConfig::default()
-    });
-    for (k, defect) in [None, Some("porosity"), Some("crack")].into_iter().enumerate() {
-        let trigger = CaptureTrigger {
-            module_serial: k as u64 + 1,
-            weld_index: 0,
-            stamp_ns: 0,
-            weld_temp_c: 180.0,
-        };
-        let frame = cam.render(&trigger, defect);
+    for (k, frame) in welds(7).iter().enumerate() {
         let image = GrayImage {
             width: frame.width,
             height: frame.height,
@@ -347,19 +358,8 @@ fn a_detector_bundle_built_by_the_cli_runs_in_the_inspector_like_the_reference()
         h: FRAME_H - 20,
     };
     let mut insp = Inspector::new(InspectorConfig { roi, threshold: 0.5 }, &model).unwrap();
-    let mut cam = SimCamera::new(SimCameraConfig {
-        seed: 11,
-        ..SimCameraConfig::default()
-    });
     let mut kept_total = 0;
-    for (k, defect) in [None, Some("porosity"), Some("crack")].into_iter().enumerate() {
-        let trigger = CaptureTrigger {
-            module_serial: k as u64 + 1,
-            weld_index: 0,
-            stamp_ns: 0,
-            weld_temp_c: 180.0,
-        };
-        let frame = cam.render(&trigger, defect);
+    for (k, frame) in welds(11).iter().enumerate() {
         let image = GrayImage {
             width: frame.width,
             height: frame.height,

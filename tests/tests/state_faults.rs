@@ -427,35 +427,7 @@ async fn tokens_from_before_a_lost_replay_store_are_refused_and_new_ones_work() 
     let text = std::fs::read_to_string(&cfg).unwrap();
     assert!(text.contains("clock_skew_s = 60"));
     std::fs::write(&cfg, text.replace("clock_skew_s = 60", "clock_skew_s = 1")).unwrap();
-    let token = || {
-        let o = triad_tests::triad(
-            &[
-                "token",
-                "issue",
-                "--key",
-                keys.join("hmi.key").to_str().unwrap(),
-                "--issuer",
-                "hmi-3",
-                "--device",
-                "edge-01",
-                "--use",
-                "command",
-                "--axis",
-                "axis_07",
-                "--actions",
-                "SetRate",
-                "--min-ppm",
-                "5",
-                "--max-ppm",
-                "12",
-                "--ttl",
-                "10m",
-            ],
-            &[],
-        );
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        String::from_utf8_lossy(&o.stdout).trim().to_string()
-    };
+    let token = || triad_tests::command_token(&keys.join("hmi.key"), "SetRate", "10m");
     async fn set_rate(node: &Node, ppm: f64, tok: &str) -> serde_json::Value {
         node.health().await; // up
         reqwest::Client::new()
