@@ -6,7 +6,7 @@
 //! decision to the audit trail. Commands from the node's own rules arrive
 //! in-process ([`Origin::Internal`]); commands from outside (the
 //! `ctrl/<axis>/cmd` topic, the HTTP API) must carry a signed command token
-//! (see [`crate::models::token`]), checked in this order, the first failure
+//! (see [`crate::trust::token`]), checked in this order, the first failure
 //! refusing the command with its reason:
 //!
 //! 1. the command is for this gate's axis ([`CommandError::UnknownAxis`]);
@@ -30,11 +30,11 @@
 use crate::clock::Clock;
 use crate::control::{ControlEvent, ControlRequest};
 use crate::metrics::Metrics;
-use crate::models::SecurityConfig;
-use crate::models::audit::{AuditLog, AuditRecord};
-use crate::models::manager::SharedReplay;
-use crate::models::replay::{ReplayGuard, ReplayRefusal, TokenId};
-use crate::models::token::{self, TokenRefusal, TokenUse, VerifiedToken};
+use crate::trust::SecurityConfig;
+use crate::trust::SharedReplay;
+use crate::trust::audit::{AuditLog, AuditRecord};
+use crate::trust::replay::{ReplayGuard, ReplayRefusal, TokenId};
+use crate::trust::token::{self, TokenRefusal, TokenUse, VerifiedToken};
 use rtrb::Producer;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -493,10 +493,10 @@ fn audit_record(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::models::keyring::{KeyUse, Keyring, TrustedKey};
-    use crate::models::keys::SigningKey;
-    use crate::models::replay::MemoryReplay;
-    use crate::models::token::{Audience, Claims, CommandScope, TokenPolicy, issue};
+    use crate::trust::keyring::{KeyUse, Keyring, TrustedKey};
+    use crate::trust::keys::SigningKey;
+    use crate::trust::replay::MemoryReplay;
+    use crate::trust::token::{Audience, Claims, CommandScope, TokenPolicy, issue};
     use triad_schemas::{ClockState, Envelope};
 
     const NOW: i64 = 1_800_000_000;

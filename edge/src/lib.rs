@@ -6,17 +6,19 @@
 //! | module | job |
 //! |---|---|
 //! | [`control`] | the RT control thread: sans-IO axis program, fixed-period runner, lock-free rings, jitter histogram |
-//! | [`node`] | builds everything from the config; the sim I/O scan, inspection and twin threads; the async tasks and the closed loop |
+//! | [`node`] | builds everything from the config; the sim I/O scan, inspection and twin threads; the async tasks, the closed loop, the model wiring and the run report |
 //! | [`commands`] | the command gate: checks command tokens and scope, executes and audits control commands |
-//! | [`models`] | signed model bundles and tokens, the ordered checks, the arc-swap slot, the fuse, rollback, the audit trail, the deploy API and CLI |
+//! | [`models`] | signed model bundles, the ordered deploy checks, the arc-swap slot, the fuse, rollback, the model service |
+//! | [`trust`] | keys, keyring, tokens, replay memory and the audit trail, shared by model deploys and commands |
+//! | [`api`] | the node's HTTP API: model deploy and rollback, control commands, the audit trail |
 //! | [`bus`] | the bus trait, the embedded backend, the durable outbox (redb) and the publisher |
 //! | [`mes`] | delivers work orders to the MES over HTTP, retried from the outbox |
 //! | [`dashboard`] | the HTTP dashboard, `/api/state`, `/metrics`, `/healthz` |
 //! | [`clock`] | the `Clock` trait and its backends |
 //! | [`durable`] | atomically replaced state files; damaged files set aside |
 //! | [`config`] | the TOML config, environment overrides, validation |
-//! | [`scenario`], [`report`] | simulated fault schedules and the run report |
-//! | [`cli`] | `triad run`, `triad check-config`, and the model and token commands of [`models::cli`] |
+//! | [`scenario`] | simulated fault schedules |
+//! | [`cli`] | `triad run`, `triad check-config`, and the model and token commands of [`cli::models`] |
 //!
 //! Data flow of the closed loop: control thread → telemetry ring → twin
 //! thread → alert → derate rule → command gate → request ring → control
@@ -24,6 +26,7 @@
 //! work order goes through the outbox to the bus and the MES.
 #![deny(missing_docs)]
 
+pub mod api;
 pub mod bus;
 pub mod cli;
 pub mod clock;
@@ -36,5 +39,5 @@ pub mod mes;
 pub mod metrics;
 pub mod models;
 pub mod node;
-pub mod report;
 pub mod scenario;
+pub mod trust;

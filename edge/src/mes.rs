@@ -38,13 +38,25 @@
 
 use crate::bus::outbox::{Lane, Outbox, OutboxEntry};
 use crate::clock::Clock;
-use crate::config::MesConfig;
 use crate::dashboard::LiveState;
 use crate::metrics::Metrics;
 use reqwest::header::{HeaderMap, LOCATION, RETRY_AFTER};
 use reqwest::{StatusCode, Url};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// MES connector.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MesConfig {
+    /// Where work orders are POSTed; `None` = topic only.
+    pub url: Option<String>,
+    /// Per-request timeout.
+    pub timeout: Duration,
+    /// First retry delay.
+    pub retry_initial: Duration,
+    /// Longest retry delay.
+    pub retry_max: Duration,
+}
 
 /// The most of an answer's body the connector reads (for the log and the
 /// dead letter); the rest is never read.

@@ -26,10 +26,10 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 use support::{Stats, budget, corpus, mutate};
 use triad_edge::config;
-use triad_edge::models::keys::{SigningKey, private_pem, public_base64};
-use triad_edge::models::token::{Audience, Claims, CommandScope, TokenUse, issue, new_jti};
 use triad_edge::node::{RunOptions, run};
 use triad_edge::scenario;
+use triad_edge::trust::keys::{SigningKey, private_pem, public_base64};
+use triad_edge::trust::token::{Audience, Claims, CommandScope, TokenUse, issue, new_jti};
 
 /// Most resident memory the node may gain over the campaign.
 const RSS_GROWTH_MAX: u64 = 256 * 1024 * 1024;

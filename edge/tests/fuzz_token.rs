@@ -22,9 +22,9 @@ mod support;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use support::{PeakAlloc, Stats, budget, corpus, mutate};
-use triad_edge::models::keyring::{KeyUse, Keyring, TrustedKey};
-use triad_edge::models::keys::{SigningKey, private_pem};
-use triad_edge::models::token::{
+use triad_edge::trust::keyring::{KeyUse, Keyring, TrustedKey};
+use triad_edge::trust::keys::{SigningKey, private_pem};
+use triad_edge::trust::token::{
     Audience, MAX_AUDIENCES, MAX_CLAIM_BYTES, MAX_TOKEN_BYTES, TokenPolicy, TokenRefusal, TokenUse, VerifiedToken,
     verify,
 };

@@ -22,17 +22,16 @@ use std::sync::mpsc::{RecvTimeoutError, TryRecvError, TrySendError, sync_channel
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use triad_edge::clock::{SystemClock, monotonic_ns, sleep_until_mono};
-use triad_edge::models::audit::AuditLog;
 use triad_edge::models::bundle::{self, BuildSpec, Bundle};
 use triad_edge::models::fuse::FuseConfig;
-use triad_edge::models::keyring::{KeyUse, Keyring, TrustedKey};
-use triad_edge::models::keys::SigningKey;
-use triad_edge::models::manager::{
-    InitialModel, ModelService, ModelsSettings, ServiceOptions, SharedReplay, TargetSpec,
-};
-use triad_edge::models::replay::RedbReplay;
-use triad_edge::models::token::{self, Audience, Claims, TokenPolicy, TokenUse};
+use triad_edge::models::manager::{InitialModel, ModelService, ModelsSettings, ServiceOptions, TargetSpec};
 use triad_edge::models::{BundlePayload, DeployReport};
+use triad_edge::trust::SharedReplay;
+use triad_edge::trust::audit::AuditLog;
+use triad_edge::trust::keyring::{KeyUse, Keyring, TrustedKey};
+use triad_edge::trust::keys::SigningKey;
+use triad_edge::trust::replay::RedbReplay;
+use triad_edge::trust::token::{self, Audience, Claims, TokenPolicy, TokenUse};
 use triad_hw::sim::{SimCamera, SimCameraConfig};
 use triad_hw::{Camera, CaptureTrigger, Frame};
 use triad_inspect::{GrayImage, InspectorConfig, ModelKind, ModelManifest, Roi};

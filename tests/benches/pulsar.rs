@@ -33,11 +33,11 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use triad_edge::bus::pulsar::PulsarBus;
-use triad_edge::bus::tools::synthetic_result;
 use triad_edge::bus::{Bus, RawMessage, Subscription};
+use triad_edge::cli::bus::synthetic_result;
 use triad_edge::config::PulsarConfig;
-use triad_edge::models::keys::SigningKey;
-use triad_edge::models::token::{self, Audience, Claims, CommandScope, TokenUse};
+use triad_edge::trust::keys::SigningKey;
+use triad_edge::trust::token::{self, Audience, Claims, CommandScope, TokenUse};
 use triad_schemas::ids::{AxisId, CellId};
 use triad_schemas::{ClockState, CommandAction, ControlCommand, ControlState, Envelope, Topic, codec};
 use triad_tests::{TempDir, pulsar_env, python, triad_bin, unique, workspace_root};
@@ -272,7 +272,7 @@ fn main() {
     let warmup = knob("BENCH_WARMUP", 2000);
     let thr_block = knob("BENCH_THROUGHPUT_BLOCK", 5000);
     let e2e_block = knob("BENCH_E2E_BLOCK", 40);
-    // The node's runtime: one thread (edge/src/cli.rs).
+    // The node's runtime: one thread (edge/src/cli/mod.rs).
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -15,7 +15,7 @@ use model_swap_util::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use triad_edge::models::bundle::Bundle;
-use triad_edge::models::keys::{self, SigningKey};
+use triad_edge::trust::keys::{self, SigningKey};
 use triad_tests::{TempDir, python, triad};
 
 /// A signed weld bundle of `version` written to `dir/weld-<version>`, and

@@ -10,8 +10,8 @@ use serde_json::{Value, json};
 use std::path::Path;
 use std::process::Output;
 use triad_edge::models::bundle::{self, Bundle, MANIFEST_FILE, SIGNATURE_FILE, SignatureFile};
-use triad_edge::models::keys::{self, SigningKey};
-use triad_edge::models::token::MAX_TOKEN_BYTES;
+use triad_edge::trust::keys::{self, SigningKey};
+use triad_edge::trust::token::MAX_TOKEN_BYTES;
 use triad_tests::{TempDir, triad, workspace_root};
 
 fn text(o: &Output) -> String {
@@ -304,7 +304,7 @@ fn signed_manifests_declaring_too_much_are_refused_at_verify_and_deploy() {
 
 /// Deploy claims for a bundle whose manifest the checks refuse: its digest
 /// is that of the canonical manifest, computed without validating it.
-fn deploy_claims_unchecked(b: &Bundle) -> triad_edge::models::token::Claims {
+fn deploy_claims_unchecked(b: &Bundle) -> triad_edge::trust::token::Claims {
     let v: Value = serde_json::from_slice(b.get(MANIFEST_FILE).unwrap()).unwrap();
     let mut c = deploy_claims(&weld_bundle("1.1.0", &SigningKey::generate("x").unwrap().0));
     c.bundle_digest = Some(bundle::sha256_digest(&bundle::canonical_json(&v)));
@@ -372,7 +372,7 @@ fn tokens_are_bounded_before_decoding_and_their_claims_by_length() {
         1,
     );
     let mut c = deploy_claims(&b);
-    c.aud = triad_edge::models::token::Audience::Many(vec![DEVICE.into(); 100]);
+    c.aud = triad_edge::trust::token::Audience::Many(vec![DEVICE.into(); 100]);
     rig.assert_refused(
         rig.deploy(&b, &rig.token(&c)),
         "token_claims",

@@ -14,7 +14,7 @@ use model_swap_util::*;
 use triad_edge::models::bundle::test_support::raw_tar;
 use triad_edge::models::bundle::{self, BundleLimits, MANIFEST_FILE, MODEL_FILE};
 use triad_edge::models::manager::{BundlePayload, ModelsSettings};
-use triad_edge::models::token::{self, Audience};
+use triad_edge::trust::token::{self, Audience};
 
 #[test]
 fn a_flipped_byte_in_the_model_is_refused() {
@@ -475,17 +475,17 @@ fn a_stored_bundle_whose_signer_was_revoked_is_not_loaded_at_start() {
     let mut ring = keys.keyring();
     let mut ks = ring.keys().to_vec();
     ks[0].revoked = true;
-    ring = triad_edge::models::keyring::Keyring::new(ks);
+    ring = triad_edge::trust::keyring::Keyring::new(ks);
     assert!(
-        ring.lookup("release-2025", triad_edge::models::keyring::KeyUse::Bundle)
+        ring.lookup("release-2025", triad_edge::trust::keyring::KeyUse::Bundle)
             .is_err()
     );
     // Start a service by hand with the revoked keyring.
     let audit = std::sync::Arc::new(
-        triad_edge::models::audit::AuditLog::open(&rig.dir.path().join("audit.jsonl"), DEVICE).unwrap(),
+        triad_edge::trust::audit::AuditLog::open(&rig.dir.path().join("audit.jsonl"), DEVICE).unwrap(),
     );
-    let replay: triad_edge::models::manager::SharedReplay = std::sync::Arc::new(std::sync::Mutex::new(
-        triad_edge::models::replay::RedbReplay::open(&rig.dir.path().join("replay.redb"), Default::default(), now_s())
+    let replay: triad_edge::trust::SharedReplay = std::sync::Arc::new(std::sync::Mutex::new(
+        triad_edge::trust::replay::RedbReplay::open(&rig.dir.path().join("replay.redb"), Default::default(), now_s())
             .unwrap(),
     ));
     let svc = triad_edge::models::ModelService::start(triad_edge::models::ServiceOptions {
@@ -615,7 +615,7 @@ async fn audit_events_are_published_on_the_audit_topic() {
     use triad_edge::clock::{Clock, SystemClock};
     use triad_edge::config::OutboxLimits;
     use triad_edge::metrics::Metrics;
-    use triad_edge::models::audit::{AuditLog, AuditRecord, publish_audit};
+    use triad_edge::trust::audit::{AuditLog, AuditRecord, publish_audit};
     use triad_schemas::ids::NodeId;
     use triad_schemas::{AuditEvent, AuditOutcome, Topic};
 

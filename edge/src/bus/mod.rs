@@ -18,7 +18,7 @@ pub mod publisher;
 #[cfg(feature = "pulsar")]
 pub mod pulsar;
 pub mod pulsar_admin;
-pub mod tools;
+pub mod pulsar_config;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -35,7 +35,6 @@
 //!   disk counts as full ([`Outbox::disk`]): the outbox stores on, but
 //!   `/healthz` says "degraded" until the space is back.
 
-use crate::config::OutboxLimits;
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -44,6 +43,15 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 use thiserror::Error;
+
+/// Outbox limits.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct OutboxLimits {
+    /// Maximum pending entries.
+    pub max_entries: u64,
+    /// Maximum pending payload bytes.
+    pub max_bytes: u64,
+}
 
 /// Sequence numbers reserved in the high-water file at a time.
 pub const SEQ_BLOCK: i64 = 1024;

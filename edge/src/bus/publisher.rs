@@ -351,9 +351,9 @@ pub async fn flush_bus_lane(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bus::outbox::OutboxLimits;
     use crate::bus::{BusFuture, Subscription};
     use crate::clock::SystemClock;
-    use crate::config::OutboxLimits;
     use std::sync::atomic::{AtomicBool, Ordering};
     use triad_schemas::ids::AssetId;
     use triad_schemas::{AlertKind, AlertState, Severity, TwinAlert};

@@ -44,8 +44,8 @@
 //!   producer and subscription.
 
 use super::pulsar_admin::{AdminError, PulsarAdmin};
+use super::pulsar_config::PulsarConfig;
 use super::{Bus, BusError, BusFuture, Delivery, RawMessage, Subscription};
-use crate::config::PulsarConfig;
 use futures::StreamExt;
 use pulsar::consumer::InitialPosition;
 use pulsar::executor::{Delay, Executor, ExecutorKind, Interval, JoinHandle};

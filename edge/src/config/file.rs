@@ -687,8 +687,8 @@ impl Default for ModelsSection {
 }
 
 impl SecuritySection {
-    fn validate(&self, p: &mut Problems) -> crate::models::SecurityConfig {
-        use crate::models::keyring::{KeyUse, Keyring, TrustedKey};
+    fn validate(&self, p: &mut Problems) -> crate::trust::SecurityConfig {
+        use crate::trust::keyring::{KeyUse, Keyring, TrustedKey};
         let mut keys = Vec::new();
         for (i, k) in self.keys.iter().enumerate() {
             let key = |f: &str| format!("security.keys[{i}].{f}");
@@ -708,11 +708,11 @@ impl SecuritySection {
                 );
             }
             let public = match (&k.public_key, &k.public_key_file) {
-                (Some(text), None) => crate::models::keys::parse_public(text, "the value")
+                (Some(text), None) => crate::trust::keys::parse_public(text, "the value")
                     .map_err(|e| p.add(key("public_key"), e.to_string()))
                     .ok(),
                 (None, Some(f)) => match std::fs::read_to_string(resolve(f)) {
-                    Ok(text) => crate::models::keys::parse_public(&text, &f.display().to_string())
+                    Ok(text) => crate::trust::keys::parse_public(&text, &f.display().to_string())
                         .map_err(|e| p.add(key("public_key_file"), e.to_string()))
                         .ok(),
                     Err(e) => {
@@ -772,9 +772,9 @@ impl SecuritySection {
             "s",
             "tokens should be short-lived; 86400 is one day",
         );
-        crate::models::SecurityConfig {
+        crate::trust::SecurityConfig {
             keyring: Keyring::new(keys),
-            policy: crate::models::token::TokenPolicy {
+            policy: crate::trust::token::TokenPolicy {
                 clock_skew_s: self.clock_skew_s as i64,
                 max_lifetime_s: self.max_token_lifetime_s as i64,
             },
@@ -1568,7 +1568,7 @@ mod tests {
 
     #[test]
     fn security_keys_and_model_settings_are_checked_by_name() {
-        let key = crate::models::keys::public_base64(&[7u8; 32]);
+        let key = crate::trust::keys::public_base64(&[7u8; 32]);
         let good = format!(
             "{DEFAULT_TOML}\n[[security.keys]]\nname = \"release-2025\"\npublic_key = \"{key}\"\nuses = [\"bundle\"]\n"
         );
@@ -1576,7 +1576,7 @@ mod tests {
         let k = cfg
             .security
             .keyring
-            .lookup("release-2025", crate::models::keyring::KeyUse::Bundle)
+            .lookup("release-2025", crate::trust::keyring::KeyUse::Bundle)
             .unwrap();
         assert_eq!(k.public, [7u8; 32]);
         assert_eq!(cfg.models.limits.max_total_bytes, 64 * 1024 * 1024);

@@ -98,7 +98,7 @@ pub struct NodeConfig {
     /// Simulation seed.
     pub sim_seed: u64,
     /// Trusted keys and token limits (`[security]`).
-    pub security: crate::models::SecurityConfig,
+    pub security: crate::trust::SecurityConfig,
     /// Bundle limits, warm-up and the fuse (`[models]`).
     pub models: crate::models::ModelsSettings,
 }
@@ -204,26 +204,12 @@ pub enum BusConfig {
     Pulsar(PulsarConfig),
 }
 
-/// Connection to an Apache Pulsar cluster.
-#[derive(Clone, Debug, PartialEq)]
-pub struct PulsarConfig {
-    /// Binary protocol URL, `pulsar://host:6650` or `pulsar+ssl://host:6651`.
-    pub url: String,
-    /// Admin REST URL, e.g. `http://host:8080`.
-    pub admin_url: String,
-    /// Tenant of every topic.
-    pub tenant: String,
-    /// Namespace of every topic.
-    pub namespace: String,
-    /// File with the JWT to authenticate with (read at start, never logged).
-    pub token_file: Option<PathBuf>,
-    /// CA certificate to trust for TLS.
-    pub tls_ca_file: Option<PathBuf>,
-    /// Per-operation timeout.
-    pub operation_timeout: Duration,
-    /// Set namespace policies at start.
-    pub configure_namespace: bool,
-}
+// The per-part settings are defined by their parts (which never import
+// this module); `load` builds them, and they are re-exported here.
+pub use crate::bus::outbox::OutboxLimits;
+pub use crate::bus::pulsar_config::PulsarConfig;
+pub use crate::dashboard::HealthBounds;
+pub use crate::mes::MesConfig;
 
 impl PulsarConfig {
     /// Settings for `url` with every other key at its default.
@@ -242,52 +228,6 @@ impl PulsarConfig {
             }),
         }
     }
-}
-
-/// Outbox limits.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct OutboxLimits {
-    /// Maximum pending entries.
-    pub max_entries: u64,
-    /// Maximum pending payload bytes.
-    pub max_bytes: u64,
-}
-
-/// Bounds past which `/healthz` and `triad_health_status` say "degraded".
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct HealthBounds {
-    /// Outbox fill that degrades, % of its entry or byte limit.
-    pub outbox_degraded_pct: u64,
-    /// Control overruns in the last minute that degrade.
-    pub overruns_per_min_max: u64,
-    /// How long the MES may be unreachable.
-    pub mes_unreachable: Duration,
-    /// How long the bus may fail.
-    pub bus_unreachable: Duration,
-}
-
-impl Default for HealthBounds {
-    fn default() -> Self {
-        Self {
-            outbox_degraded_pct: 80,
-            overruns_per_min_max: 60,
-            mes_unreachable: Duration::from_secs(60),
-            bus_unreachable: Duration::from_secs(60),
-        }
-    }
-}
-
-/// MES connector.
-#[derive(Clone, Debug, PartialEq)]
-pub struct MesConfig {
-    /// Where work orders are POSTed; `None` = topic only.
-    pub url: Option<String>,
-    /// Per-request timeout.
-    pub timeout: Duration,
-    /// First retry delay.
-    pub retry_initial: Duration,
-    /// Longest retry delay.
-    pub retry_max: Duration,
 }
 
 /// Clock backend.

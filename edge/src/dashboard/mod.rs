@@ -24,6 +24,30 @@ use std::sync::atomic::Ordering::Relaxed;
 
 const INDEX_HTML: &str = include_str!("index.html");
 
+/// Bounds past which `/healthz` and `triad_health_status` say "degraded".
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct HealthBounds {
+    /// Outbox fill that degrades, % of its entry or byte limit.
+    pub outbox_degraded_pct: u64,
+    /// Control overruns in the last minute that degrade.
+    pub overruns_per_min_max: u64,
+    /// How long the MES may be unreachable.
+    pub mes_unreachable: std::time::Duration,
+    /// How long the bus may fail.
+    pub bus_unreachable: std::time::Duration,
+}
+
+impl Default for HealthBounds {
+    fn default() -> Self {
+        Self {
+            outbox_degraded_pct: 80,
+            overruns_per_min_max: 60,
+            mes_unreachable: std::time::Duration::from_secs(60),
+            bus_unreachable: std::time::Duration::from_secs(60),
+        }
+    }
+}
+
 /// What the handlers read.
 #[derive(Clone)]
 pub struct AppState {
@@ -42,7 +66,7 @@ pub struct AppState {
     /// Outbox byte limit.
     pub outbox_max_bytes: u64,
     /// Bounds of the checks.
-    pub bounds: crate::config::HealthBounds,
+    pub bounds: HealthBounds,
 }
 
 /// One health check.

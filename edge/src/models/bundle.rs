@@ -41,7 +41,7 @@
 //! build` refuses a model that outputs NaN or infinity on a golden input,
 //! naming the output and the element.
 
-use super::keys::SigningKey;
+use crate::trust::keys::SigningKey;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};

@@ -32,9 +32,9 @@
 use super::bundle::{
     self, Bundle, BundleError, BundleLimits, MANIFEST_FILE, ParsedManifest, SIGNATURE_FILE, f32_values, sha256_hex,
 };
-use super::keyring::{KeyRefusal, KeyUse, Keyring};
-use super::replay::{ReplayGuard, ReplayRefusal, TokenId};
-use super::token::{self, TokenPolicy, TokenRefusal, TokenUse, VerifiedToken};
+use crate::trust::keyring::{KeyRefusal, KeyUse, Keyring};
+use crate::trust::replay::{ReplayGuard, ReplayRefusal, TokenId};
+use crate::trust::token::{self, TokenPolicy, TokenRefusal, TokenUse, VerifiedToken};
 use ring::signature::{ED25519, UnparsedPublicKey};
 use std::sync::Arc;
 use thiserror::Error;
@@ -542,10 +542,10 @@ pub fn golden_check(model: &Arc<OnnxModel>, bundle: &Bundle, manifest: &ParsedMa
 mod tests {
     use super::*;
     use crate::models::bundle::{BuildSpec, build, sign};
-    use crate::models::keyring::TrustedKey;
-    use crate::models::keys::SigningKey;
-    use crate::models::replay::MemoryReplay;
-    use crate::models::token::{Audience, Claims, issue};
+    use crate::trust::keyring::TrustedKey;
+    use crate::trust::keys::SigningKey;
+    use crate::trust::replay::MemoryReplay;
+    use crate::trust::token::{Audience, Claims, issue};
 
     const NOW: i64 = 1_800_000_000;
 
@@ -605,7 +605,7 @@ mod tests {
             nbf: NOW - 10,
             exp: NOW + 300,
             iat: None,
-            jti: crate::models::token::new_jti(),
+            jti: crate::trust::token::new_jti(),
             use_: TokenUse::Deploy,
             bundle_digest: Some(p.digest),
             bundle_version: Some("1.1.0".into()),

@@ -18,19 +18,19 @@
 //! last model that passed probation stays the previous one. A rollback
 //! leaves no previous model (a second rollback is refused; deploy again).
 
-use super::audit::{AuditLog, AuditRecord};
 use super::bundle::{Bundle, BundleLimits, MODEL_FILE, SIGNATURE_FILE};
 use super::checks::{
     self, BundleInput, CheckContext, Refusal, TargetState, VerifiedDeploy, check_bundle, check_token, golden_check,
 };
 use super::fuse::FuseConfig;
-use super::keyring::Keyring;
-use super::replay::ReplayGuard;
 use super::slot::{Deployed, ModelInfo, ModelSlot, Runner, SlotWorker, WorkerModels, WorkerReport};
 use super::store::{ModelInfoRecord, StoredModel, StoredRef, TargetRecord, TargetStore};
-use super::token::{TokenPolicy, TokenUse, VerifiedToken};
 use super::twin::TwinModels;
 use crate::clock::Clock;
+use crate::trust::SharedReplay;
+use crate::trust::audit::{AuditLog, AuditRecord};
+use crate::trust::keyring::Keyring;
+use crate::trust::token::{TokenPolicy, TokenUse, VerifiedToken};
 use anyhow::Context;
 use serde::Serialize;
 use std::collections::{BTreeMap, VecDeque};
@@ -39,9 +39,6 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use triad_inspect::{GrayImage, InspectError, Inspector, InspectorConfig, ModelKind, OnnxModel};
-
-/// A replay store shared by the model service and the command gate.
-pub type SharedReplay = Arc<Mutex<dyn ReplayGuard>>;
 
 /// Settings of the model service, from `[models]`.
 #[derive(Clone, Debug, PartialEq)]
@@ -331,7 +328,7 @@ fn load_initial(spec: &TargetSpec, keyring: &Keyring, settings: &ModelsSettings)
         }
         InitialModel::Loaded(m) => (m.clone(), info_of(m, "config")),
         InitialModel::Dir(dir) => {
-            let dir = crate::config::resolve(dir);
+            let dir = dir.clone();
             if dir.join(SIGNATURE_FILE).exists() {
                 let bundle = Bundle::from_dir(&dir, settings.limits)
                     .with_context(|| format!("cells {}: model_dir {}", spec.id, dir.display()))?;
@@ -633,7 +630,7 @@ impl ModelService {
     pub fn precheck(&self, target: &str, token: &str, use_: TokenUse) -> Result<(), Refusal> {
         let i = &self.inner;
         let now_s = i.clock.now_ns().div_euclid(1_000_000_000);
-        let tok = super::token::verify(token, &i.keyring, use_, &i.device, now_s, i.policy)?;
+        let tok = crate::trust::token::verify(token, &i.keyring, use_, &i.device, now_s, i.policy)?;
         if tok.claims.sub != target {
             return Err(Refusal::WrongTarget {
                 token_sub: tok.claims.sub,

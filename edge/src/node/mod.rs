@@ -12,6 +12,8 @@
 //! at the next start. [`stop_signal`] resolves on SIGINT or SIGTERM alike.
 
 mod chain;
+pub mod models;
+pub mod report;
 mod survey;
 mod tasks;
 pub mod threads;
@@ -27,7 +29,7 @@ use crate::control::rings::control_rings;
 use crate::control::{AxisLimits, AxisProgram, ControlRunner, ControlStats, rt};
 use crate::dashboard::{AppState, LiveState, NodeView};
 use crate::metrics::Metrics;
-use crate::report::RunReport;
+use crate::node::report::RunReport;
 use crate::scenario::Scenario;
 use anyhow::Context;
 use std::future::Future;
@@ -194,7 +196,7 @@ pub async fn run(
     // Signed models: the service runs what was last deployed to the cell and
     // the asset (re-verified) or the configured or built-in model, and owns
     // swaps and rollbacks.
-    let models = crate::models::node::start(&cfg, &cell, &asset, clock.clone(), publisher.clone(), live.clone())?;
+    let models = crate::node::models::start(&cfg, &cell, &asset, clock.clone(), publisher.clone(), live.clone())?;
     // The stores are open: what they set aside, and the start's findings.
     state_warnings.extend(survey::after_start(&cfg.state_dir, &damaged_before));
     for w in &state_warnings {
@@ -456,7 +458,7 @@ pub async fn run(
         bounds: cfg.health,
     };
     let mut dash_stop = stop_rx.clone();
-    let api = crate::models::http::router(crate::models::http::ApiState {
+    let api = crate::api::router(crate::api::ApiState {
         models: models.service.clone(),
         gates: vec![ctx.gate.clone()],
         clock: clock.clone(),

@@ -21,11 +21,11 @@
 //! never logged. Exit codes: 0 done, 1 could not try (file, network), 2 bad
 //! arguments, 3 refused (by verification or by the node).
 
-use super::bundle::{self, BuildSpec, Bundle, BundleLimits, MANIFEST_FILE, MODEL_FILE, SIGNATURE_FILE};
-use super::checks::{check_bundle, golden_check};
-use super::keyring::{KeyUse, Keyring, TrustedKey};
-use super::keys::{self, SigningKey};
-use super::token::{self, Audience, Claims, CommandScope, TokenUse};
+use crate::models::bundle::{self, BuildSpec, Bundle, BundleLimits, MANIFEST_FILE, MODEL_FILE, SIGNATURE_FILE};
+use crate::models::checks::{check_bundle, golden_check};
+use crate::trust::keyring::{KeyUse, Keyring, TrustedKey};
+use crate::trust::keys::{self, SigningKey};
+use crate::trust::token::{self, Audience, Claims, CommandScope, TokenUse};
 use clap::{Args, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -3,8 +3,11 @@
 //! ```text
 //! triad run --sim [--config FILE] [--scenario NAME] [--duration D] [--report FILE] [--mes-url URL] [--listen ADDR]
 //! triad check-config FILE
-//! triad keys gen | bundle build/sign/verify/pack | token issue | deploy | rollback   (signed models, see crate::models::cli)
+//! triad keys gen | bundle build/sign/verify/pack | token issue | deploy | rollback   (signed models, see `models`)
 //! ```
+
+pub mod bus;
+pub mod models;
 
 use crate::config::{self, ConfigSource};
 use crate::node::{self, RunOptions};
@@ -73,24 +76,24 @@ pub enum Command {
     Keys {
         /// What to do.
         #[command(subcommand)]
-        cmd: crate::models::cli::KeysCmd,
+        cmd: crate::cli::models::KeysCmd,
     },
     /// Build, sign, verify and pack model bundles.
     Bundle {
         /// What to do.
         #[command(subcommand)]
-        cmd: crate::models::cli::BundleCmd,
+        cmd: crate::cli::models::BundleCmd,
     },
     /// Issue signed tokens for deploys, rollbacks and control commands.
     Token {
         /// What to do.
         #[command(subcommand)]
-        cmd: crate::models::cli::TokenCmd,
+        cmd: crate::cli::models::TokenCmd,
     },
     /// Deploy a signed model bundle to a running node.
-    Deploy(crate::models::cli::DeployArgs),
+    Deploy(crate::cli::models::DeployArgs),
     /// Roll a target of a running node back to its previous model.
-    Rollback(crate::models::cli::RollbackArgs),
+    Rollback(crate::cli::models::RollbackArgs),
 }
 
 /// `triad schemas`.
@@ -208,8 +211,8 @@ fn run_schemas(a: SchemasArgs) -> ExitCode {
         Ok(rt) => rt,
         Err(c) => return c,
     };
-    let topics = crate::bus::tools::topics_of(&cfg);
-    match rt.block_on(crate::bus::tools::schemas_command(
+    let topics = bus::topics_of(&cfg);
+    match rt.block_on(bus::schemas_command(
         a.action == "push",
         &topics,
         &admin,
@@ -258,7 +261,7 @@ fn run_bus_load(a: BusLoadArgs) -> ExitCode {
         Ok(rt) => rt,
         Err(c) => return c,
     };
-    match rt.block_on(crate::bus::tools::bus_load(p, &a.state_dir, cell, a.count)) {
+    match rt.block_on(bus::bus_load(p, &a.state_dir, cell, a.count)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("triad bus-load: {e:#}");
@@ -274,11 +277,11 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Schemas(a) => run_schemas(a),
         Command::BusLoad(a) => run_bus_load(a),
-        Command::Keys { cmd } => crate::models::cli::keys(cmd),
-        Command::Bundle { cmd } => crate::models::cli::bundle(cmd),
-        Command::Token { cmd } => crate::models::cli::token(cmd),
-        Command::Deploy(a) => crate::models::cli::deploy(a),
-        Command::Rollback(a) => crate::models::cli::rollback(a),
+        Command::Keys { cmd } => crate::cli::models::keys(cmd),
+        Command::Bundle { cmd } => crate::cli::models::bundle(cmd),
+        Command::Token { cmd } => crate::cli::models::token(cmd),
+        Command::Deploy(a) => crate::cli::models::deploy(a),
+        Command::Rollback(a) => crate::cli::models::rollback(a),
         Command::CheckConfig { file } => match config::load(&ConfigSource::File(file.clone())) {
             Ok(cfg) => {
                 println!(

@@ -2,7 +2,7 @@
 //! Pulsar admin API, and `triad bus-load`, which drives the node's delivery
 //! path (publisher → outbox → flusher → Pulsar) at full speed.
 
-use super::pulsar_admin::PulsarAdmin;
+use crate::bus::pulsar_admin::PulsarAdmin;
 use crate::config::NodeConfig;
 use triad_schemas::{DefectBox, Envelope, InspectionResult, Topic, Verdict, codec};
 
@@ -44,7 +44,7 @@ pub async fn schemas_command(
     }
     let mut refused = 0;
     for t in topics {
-        let local = super::pulsar_admin::local_name(t);
+        let local = crate::bus::pulsar_admin::local_name(t);
         let ours = codec::schema_json(t.kind());
         let name = t.pulsar_name(tenant, namespace);
         let registered = admin.get_schema(tenant, namespace, &local).await?;
@@ -122,10 +122,10 @@ pub async fn bus_load(
     cell: triad_schemas::ids::CellId,
     count: u64,
 ) -> anyhow::Result<()> {
-    use super::Bus;
-    use super::outbox::Outbox;
-    use super::publisher::{Publisher, flush_bus_lane};
-    use super::pulsar::PulsarBus;
+    use crate::bus::Bus;
+    use crate::bus::outbox::Outbox;
+    use crate::bus::publisher::{Publisher, flush_bus_lane};
+    use crate::bus::pulsar::PulsarBus;
     use crate::clock::{Clock, SystemClock};
     use crate::config::OutboxLimits;
     use crate::metrics::Metrics;

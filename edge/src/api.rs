@@ -27,7 +27,7 @@
 //! - Rollbacks and the GET routes read no body.
 //!
 //! Refusals of callers that have not proven who they are cost the node no
-//! fsync each: the audit trail counts them (see [`super::audit`]).
+//! fsync each: the audit trail counts them (see [`crate::trust::audit`]).
 //!
 //! A refusal is `{"outcome": "refused", "code": "<stable code>", "reason":
 //! "<what was wrong and what to do>"}` with status 400 (malformed body), 401
@@ -35,14 +35,14 @@
 //! 409 (not newer), 413 (body too large), 422 (bundle or model refused) or
 //! 503.
 
-use super::audit::AuditRecord;
-use super::bundle::BundleError;
-use super::checks::Refusal;
-use super::manager::{BundlePayload, DeployReport, ModelService, TargetStatus};
-use super::token::TokenUse;
 use crate::clock::Clock;
 use crate::commands::{CommandError, CommandGate, Origin};
 use crate::control::ControlEvent;
+use crate::models::bundle::BundleError;
+use crate::models::checks::Refusal;
+use crate::models::manager::{BundlePayload, DeployReport, ModelService, TargetStatus};
+use crate::trust::audit::AuditRecord;
+use crate::trust::token::TokenUse;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, State};
@@ -150,7 +150,7 @@ async fn audit(State(s): State<ApiState>, Query(q): Query<AuditQuery>) -> Json<V
     Json(
         s.models
             .audit()
-            .recent(q.limit.unwrap_or(100).min(super::audit::RECENT)),
+            .recent(q.limit.unwrap_or(100).min(crate::trust::audit::RECENT)),
     )
 }
 
@@ -224,7 +224,7 @@ fn parse_command(body: &[u8]) -> Result<CommandBody, String> {
     const EXAMPLE: &str = r#"{"action": "SetRate", "value": 10, "reason": "…", "command_id": "…"}"#;
     let b: CommandBody = serde_json::from_slice(body).map_err(|e| {
         let mut e = e.to_string();
-        super::audit::truncate(&mut e, 200);
+        crate::trust::audit::truncate(&mut e, 200);
         format!("body is not a command ({e}); send JSON like {EXAMPLE}")
     })?;
     let fields = [
@@ -247,7 +247,7 @@ fn parse_command(body: &[u8]) -> Result<CommandBody, String> {
 }
 
 /// Audit a command refused before it reached its gate (the trail counts
-/// these, see [`super::audit::is_unauthenticated`]; no fsync here).
+/// these, see [`crate::trust::audit::is_unauthenticated`]; no fsync here).
 fn audit_command_refusal(s: &ApiState, axis: &str, origin: &str, code: &str, reason: &str) {
     s.metrics.command("refused");
     s.models.audit().record(
@@ -310,7 +310,7 @@ async fn command(
     };
     let Some(gate) = s.gates.iter().find(|g| g.axis() == axis).cloned() else {
         let mut shown = axis.clone();
-        super::audit::truncate(&mut shown, 64);
+        crate::trust::audit::truncate(&mut shown, 64);
         let reason = format!("this node controls no axis {shown:?}");
         audit_command_refusal(&s, &axis, &origin, "command_unknown_axis", &reason);
         return refused(StatusCode::NOT_FOUND, "command_unknown_axis", &reason);

@@ -4,16 +4,17 @@
 //! the twin thread's sides, the command gate's token checks, and the
 //! dashboard's view of models and decisions.
 
-use super::audit::{AuditLog, publish_audit};
-use super::manager::{InitialModel, ModelService, ServiceOptions, SharedReplay, TargetSpec};
-use super::replay::RedbReplay;
-use super::slot::WorkerModels;
-use super::twin::TwinModels;
 use crate::bus::publisher::Publisher;
 use crate::clock::Clock;
 use crate::commands::CommandAuth;
 use crate::config::{AssetConfig, CellConfig, NodeConfig};
 use crate::dashboard::LiveState;
+use crate::models::manager::{InitialModel, ModelService, ServiceOptions, TargetSpec};
+use crate::models::slot::WorkerModels;
+use crate::models::twin::TwinModels;
+use crate::trust::SharedReplay;
+use crate::trust::audit::{AuditLog, publish_audit};
+use crate::trust::replay::RedbReplay;
 use anyhow::Context;
 use std::sync::{Arc, Mutex};
 use triad_inspect::{InspectorConfig, ModelKind, Roi};
@@ -86,7 +87,7 @@ pub fn start(
                 inspector: inspector_config(cell),
                 initial: match &cell.model_dir {
                     None => InitialModel::Builtin,
-                    Some(d) => InitialModel::Dir(d.clone()),
+                    Some(d) => InitialModel::Dir(crate::config::resolve(d)),
                 },
             },
             TargetSpec {
