@@ -1,8 +1,9 @@
 //! The control cycle allocates nothing: proven with a counting global
 //! allocator that counts allocations made by the control thread only.
 //!
-//! Two checks: 20 000 calls of `run_cycle` with inputs, requests and
-//! telemetry flowing through the real rings; then the real timed loop
+//! Three checks: 20 000 calls of `run_cycle` with inputs, requests and
+//! telemetry flowing through the real rings, with one axis and with three;
+//! then the real timed loop
 //! (`ControlRunner::run`, with its sleeps) for one second on its own thread.
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -12,7 +13,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use triad_edge::clock::{Clock, SystemClock};
 use triad_edge::control::rings::control_rings;
-use triad_edge::control::{AxisLimits, AxisProgram, ControlRequest, ControlRunner, ControlStats, ControlTelemetry};
+use triad_edge::control::{
+    AxisLimits, AxisLoop, AxisProgram, ControlRequest, ControlRunner, ControlStats, ControlTelemetry,
+};
 use triad_hw::LineInputs;
 use triad_schemas::CommandAction;
 
@@ -66,63 +69,90 @@ fn limits() -> AxisLimits {
     }
 }
 
-#[test]
-fn control_cycle_allocates_nothing() {
+/// 20 000 cycles of a runner with `n` axes; the requests go to the last
+/// axis. Returns the allocations counted and, per axis, the samples and
+/// events it reported.
+fn cycles_with_axes(n: usize) -> (u64, Vec<(u64, u64)>) {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let (rings, mut ends) = control_rings();
+    let (axes, mut ends): (Vec<_>, Vec<_>) = (0..n)
+        .map(|_| {
+            let (rings, ends) = control_rings();
+            (AxisLoop::new(AxisProgram::new(limits(), clock.now_ns()), rings), ends)
+        })
+        .unzip();
     let stats = Arc::new(ControlStats::new());
-    let mut runner = ControlRunner::new(
-        AxisProgram::new(limits(), clock.now_ns()),
-        rings,
-        stats.clone(),
-        clock.clone(),
-        Duration::from_millis(1),
-        10,
-    );
-    let mut samples = 0u64;
-    let mut events = 0u64;
-    let n = count_allocs(|| {
+    let mut runner = ControlRunner::new(axes, stats.clone(), clock.clone(), Duration::from_millis(1), 10);
+    let mut counts = vec![(0u64, 0u64); n];
+    let allocs = count_allocs(|| {
         for k in 0..20_000u64 {
             // The other threads' part, done here between cycles: the ring
             // pushes and pops themselves are part of what must not allocate.
-            let _ = ends.inputs.push(LineInputs {
-                scan_seq: k,
-                feed_ppm: 12.0,
-                weld_temp_c: 180.0,
-                ..Default::default()
-            });
+            for e in ends.iter_mut() {
+                let _ = e.inputs.push(LineInputs {
+                    scan_seq: k,
+                    feed_ppm: 12.0,
+                    weld_temp_c: 180.0,
+                    ..Default::default()
+                });
+            }
+            let last = &mut ends[n - 1];
             if k % 1000 == 0 {
                 let action = if k % 2000 == 0 {
                     CommandAction::Derate
                 } else {
                     CommandAction::Resume
                 };
-                let _ = ends.requests.push(ControlRequest {
+                let _ = last.requests.push(ControlRequest {
                     handle: k,
                     action,
                     value: 8.0,
                 });
             }
             if k == 5000 {
-                let _ = ends.requests.push(ControlRequest {
+                let _ = last.requests.push(ControlRequest {
                     handle: k,
                     action: CommandAction::SetRate,
                     value: 99.0,
                 });
             }
             runner.run_cycle(1000);
-            while let Ok(t) = ends.telemetry.pop() {
-                match t {
-                    ControlTelemetry::Sample(_) => samples += 1,
-                    ControlTelemetry::Event { .. } => events += 1,
+            for (e, (samples, events)) in ends.iter_mut().zip(counts.iter_mut()) {
+                while let Ok(t) = e.telemetry.pop() {
+                    match t {
+                        ControlTelemetry::Sample(_) => *samples += 1,
+                        ControlTelemetry::Event { .. } => *events += 1,
+                    }
                 }
+                while e.outputs.pop().is_ok() {}
             }
-            while ends.outputs.pop().is_ok() {}
         }
     });
+    (allocs, counts)
+}
+
+#[test]
+fn control_cycle_allocates_nothing() {
+    let (n, counts) = cycles_with_axes(1);
     assert_eq!(n, 0, "the control cycle allocated {n} times in 20 000 cycles");
-    assert_eq!(samples, 2000);
-    assert_eq!(events, 21, "20 requests applied or rejected + 1 out-of-range rejection");
+    assert_eq!(
+        counts,
+        [(2000, 21)],
+        "(samples, events): 20 requests applied or rejected + 1 out-of-range rejection"
+    );
+}
+
+#[test]
+fn a_control_cycle_of_three_axes_allocates_nothing_and_keeps_them_apart() {
+    let (n, counts) = cycles_with_axes(3);
+    assert_eq!(
+        n, 0,
+        "the three-axis control cycle allocated {n} times in 20 000 cycles"
+    );
+    assert_eq!(
+        counts,
+        [(2000, 0), (2000, 0), (2000, 21)],
+        "(samples, events) per axis: only the last axis got requests"
+    );
 }
 
 #[test]
@@ -131,8 +161,7 @@ fn timed_control_loop_allocates_nothing_on_its_thread() {
     let (rings, mut ends) = control_rings();
     let stats = Arc::new(ControlStats::new());
     let runner = ControlRunner::new(
-        AxisProgram::new(limits(), clock.now_ns()),
-        rings,
+        vec![AxisLoop::new(AxisProgram::new(limits(), clock.now_ns()), rings)],
         stats.clone(),
         clock,
         Duration::from_millis(1),
@@ -180,7 +209,7 @@ fn timed_control_loop_allocates_nothing_on_its_thread() {
     assert!(cycles > 800, "only {cycles} cycles in about a second");
     assert!(popped > 10, "telemetry flowed: {popped}");
     assert_eq!(
-        runner.unwrap().program().setpoint_ppm(),
+        runner.unwrap().axes()[0].program().setpoint_ppm(),
         8.0,
         "the derate reached the program"
     );

@@ -3,14 +3,15 @@
 //! core busy with inspection work (the node's real neighbour).
 //!
 //! Run: `cargo bench -p triad-tests --bench control_jitter` (as root or with
-//! CAP_SYS_NICE; needs `cyclictest` from rt-tests). Prints Markdown.
+//! CAP_SYS_NICE; needs `cyclictest` from rt-tests). Prints Markdown. Env:
+//! `BENCH_SECONDS` (30), `BENCH_AXES` (1: axes on the control thread).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use triad_edge::clock::{Clock, SystemClock};
 use triad_edge::control::rings::control_rings;
-use triad_edge::control::{AxisLimits, AxisProgram, ControlRunner, ControlStats, rt};
+use triad_edge::control::{AxisLimits, AxisLoop, AxisProgram, ControlRunner, ControlStats, rt};
 use triad_hw::LineInputs;
 use triad_hw::sim::{SimCamera, SimCameraConfig};
 use triad_hw::{Camera, CaptureTrigger};
@@ -47,11 +48,14 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(30);
+    let n_axes: usize = std::env::var("BENCH_AXES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
     // 1. triad's control thread.
     let stop_load = Arc::new(AtomicBool::new(false));
     let loader = load(stop_load.clone());
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let (rings, mut ends) = control_rings();
     let stats = Arc::new(ControlStats::new());
     let limits = AxisLimits {
         nominal_ppm: 12.0,
@@ -62,14 +66,13 @@ fn main() {
         input_stale_ns: 1_000_000_000,
         watchdog_ns: 1_000_000_000,
     };
-    let runner = ControlRunner::new(
-        AxisProgram::new(limits, clock.now_ns()),
-        rings,
-        stats.clone(),
-        clock,
-        Duration::from_millis(1),
-        50,
-    );
+    let (axes, mut ends): (Vec<_>, Vec<_>) = (0..n_axes)
+        .map(|_| {
+            let (rings, ends) = control_rings();
+            (AxisLoop::new(AxisProgram::new(limits, clock.now_ns()), rings), ends)
+        })
+        .unzip();
+    let runner = ControlRunner::new(axes, stats.clone(), clock, Duration::from_millis(1), 50);
     let stop = Arc::new(AtomicBool::new(false));
     let s2 = stop.clone();
     let ctl = std::thread::spawn(move || {
@@ -81,12 +84,14 @@ fn main() {
     let feeder = std::thread::spawn(move || {
         let mut k = 0;
         while !feeder_stop.load(Ordering::Relaxed) {
-            let _ = ends.inputs.push(LineInputs {
-                scan_seq: k,
-                ..Default::default()
-            });
-            while ends.telemetry.pop().is_ok() {}
-            while ends.outputs.pop().is_ok() {}
+            for e in ends.iter_mut() {
+                let _ = e.inputs.push(LineInputs {
+                    scan_seq: k,
+                    ..Default::default()
+                });
+                while e.telemetry.pop().is_ok() {}
+                while e.outputs.pop().is_ok() {}
+            }
             k += 1;
             std::thread::sleep(Duration::from_millis(1));
         }
@@ -143,7 +148,7 @@ fn main() {
         cmax
     };
     let (c50, c99, c999) = (q(0.5), q(0.99), q(0.999));
-    println!("triad control thread: {}", st.describe());
+    println!("triad control thread ({n_axes} axes): {}", st.describe());
     println!("neighbour load: {frames} frames inspected during both runs");
     println!();
     println!("| {secs} s at 1 kHz, SCHED_FIFO 80 | p50 | p99 | p99.9 | max | overruns |");

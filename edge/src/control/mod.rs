@@ -2,7 +2,7 @@
 //!
 //! - [`program`]: the sans-IO control program of one axis (modes, set-points,
 //!   safe state). Inputs, requests and time go in; outputs and events come out.
-//! - [`runner`]: the thread that runs the program every cycle on a fixed
+//! - [`runner`]: the thread that runs every axis's program every cycle on a fixed
 //!   period (absolute-time sleeps on CLOCK_MONOTONIC), talking to the rest of
 //!   the node only through the lock-free [`rings`].
 //! - [`histogram`]: wake-up jitter and overruns, in atomics the dashboard
@@ -21,4 +21,4 @@ pub mod runner;
 pub use histogram::ControlStats;
 pub use program::{AxisLimits, AxisProgram, ControlEvent, ControlRequest, RejectReason, SafeReason};
 pub use rings::{ControlEndpoints, ControlRings, ControlTelemetry, TelemetrySample};
-pub use runner::ControlRunner;
+pub use runner::{AxisLoop, ControlRunner};

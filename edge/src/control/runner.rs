@@ -1,6 +1,14 @@
 //! The control thread's loop: fixed period, absolute deadlines, no
 //! allocation, no locks, no blocking calls other than the sleep itself.
 //!
+//! One thread runs every axis of the node: each cycle reads the clock once
+//! and runs each [`AxisLoop`] in turn (newest process image, up to 8
+//! requests, the program, outputs, telemetry), each with its own rings, so
+//! an axis's inputs, requests, safe state and telemetry never touch
+//! another's. The axes are fixed when the runner is built (a boxed slice:
+//! nothing grows in the cycle). How many axes fit in a cycle is measured by
+//! `cargo bench --bench control_jitter` (docs/benchmarks.md).
+//!
 //! Telemetry: a [`TelemetrySample`] every `telemetry_every` cycles, and one
 //! more in any cycle that applied a request or changed the mode (a command,
 //! the safe state, a derate), pushed right after that cycle's events, so the
@@ -17,37 +25,23 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::Duration;
 use triad_hw::LineOutputs;
 
-/// Requests taken per cycle at most, so a flood cannot stretch a cycle.
+/// Requests taken per axis and cycle at most, so a flood cannot stretch a cycle.
 const MAX_REQUESTS_PER_CYCLE: usize = 8;
 
-/// Runs an [`AxisProgram`] every cycle.
-pub struct ControlRunner {
+/// One axis on the control thread: its program and its ends of the rings.
+pub struct AxisLoop {
     program: AxisProgram,
     rings: ControlRings,
-    stats: Arc<ControlStats>,
-    clock: Arc<dyn Clock>,
-    cycle_ns: i64,
-    telemetry_every: u32,
+    /// Cycles since the last sample.
     counter: u32,
 }
 
-impl ControlRunner {
-    /// Assemble a runner.
-    pub fn new(
-        program: AxisProgram,
-        rings: ControlRings,
-        stats: Arc<ControlStats>,
-        clock: Arc<dyn Clock>,
-        cycle: Duration,
-        telemetry_every: u32,
-    ) -> Self {
+impl AxisLoop {
+    /// An axis running `program`, talking through `rings`.
+    pub fn new(program: AxisProgram, rings: ControlRings) -> Self {
         Self {
             program,
             rings,
-            stats,
-            clock,
-            cycle_ns: cycle.as_nanos() as i64,
-            telemetry_every,
             counter: 0,
         }
     }
@@ -57,15 +51,14 @@ impl ControlRunner {
         &self.program
     }
 
-    fn emit(&mut self, t: ControlTelemetry) {
+    fn emit(&mut self, t: ControlTelemetry, stats: &ControlStats) {
         if self.rings.telemetry.push(t).is_err() {
-            self.stats.telemetry_dropped.fetch_add(1, Relaxed);
+            stats.telemetry_dropped.fetch_add(1, Relaxed);
         }
     }
 
-    /// One cycle of work. `lateness_ns` is how late this cycle woke.
-    pub fn run_cycle(&mut self, lateness_ns: i64) {
-        let now = self.clock.now_ns();
+    /// This axis's part of a cycle at `now`.
+    fn run_cycle(&mut self, now: i64, lateness_ns: i64, telemetry_every: u32, stats: &ControlStats) {
         let mode_before = self.program.mode();
         // Newest process image wins; older ones in the ring are superseded.
         while let Ok(inputs) = self.rings.inputs.pop() {
@@ -76,11 +69,11 @@ impl ControlRunner {
             let Ok(req) = self.rings.requests.pop() else { break };
             let event = self.program.handle_request(&req);
             applied |= matches!(event, ControlEvent::Applied { .. });
-            self.emit(ControlTelemetry::Event { stamp_ns: now, event });
+            self.emit(ControlTelemetry::Event { stamp_ns: now, event }, stats);
         }
         let (outputs, event) = self.program.poll_outputs(now, lateness_ns);
         if let Some(event) = event {
-            self.emit(ControlTelemetry::Event { stamp_ns: now, event });
+            self.emit(ControlTelemetry::Event { stamp_ns: now, event }, stats);
         }
         // If the I/O side stalls, the newest outputs matter: drop is fine
         // because the next cycle writes again.
@@ -90,7 +83,7 @@ impl ControlRunner {
         // one extra sample a cycle however many requests it applied. The
         // periodic count starts again from it.
         let changed = applied || self.program.mode() != mode_before;
-        if changed || self.counter >= self.telemetry_every {
+        if changed || self.counter >= telemetry_every {
             self.counter = 0;
             let sample = TelemetrySample {
                 stamp_ns: now,
@@ -100,12 +93,55 @@ impl ControlRunner {
                 setpoint_ppm: self.program.setpoint_ppm(),
                 changed,
             };
-            self.emit(ControlTelemetry::Sample(sample));
+            self.emit(ControlTelemetry::Sample(sample), stats);
+        }
+    }
+}
+
+/// Runs every axis's [`AxisProgram`] every cycle.
+pub struct ControlRunner {
+    axes: Box<[AxisLoop]>,
+    stats: Arc<ControlStats>,
+    clock: Arc<dyn Clock>,
+    cycle_ns: i64,
+    telemetry_every: u32,
+}
+
+impl ControlRunner {
+    /// Assemble a runner for `axes`, in the order they run in a cycle.
+    pub fn new(
+        axes: Vec<AxisLoop>,
+        stats: Arc<ControlStats>,
+        clock: Arc<dyn Clock>,
+        cycle: Duration,
+        telemetry_every: u32,
+    ) -> Self {
+        Self {
+            axes: axes.into_boxed_slice(),
+            stats,
+            clock,
+            cycle_ns: cycle.as_nanos() as i64,
+            telemetry_every,
         }
     }
 
-    /// Run until `stop` is set, then write the safe state once more.
-    /// Call on the control thread after [`super::rt::prepare_current_thread`].
+    /// The axes, in cycle order (for tests and reports).
+    pub fn axes(&self) -> &[AxisLoop] {
+        &self.axes
+    }
+
+    /// One cycle of work for every axis. `lateness_ns` is how late this
+    /// cycle woke.
+    pub fn run_cycle(&mut self, lateness_ns: i64) {
+        let now = self.clock.now_ns();
+        for axis in self.axes.iter_mut() {
+            axis.run_cycle(now, lateness_ns, self.telemetry_every, &self.stats);
+        }
+    }
+
+    /// Run until `stop` is set, then write the safe state to every axis once
+    /// more. Call on the control thread after
+    /// [`super::rt::prepare_current_thread`].
     pub fn run(mut self, stop: &AtomicBool) -> Self {
         self.stats.running.store(true, Relaxed);
         let mut next = monotonic_ns() + self.cycle_ns;
@@ -125,10 +161,13 @@ impl ControlRunner {
             self.stats.record(late.max(0), done - wake, done);
             next += self.cycle_ns;
         }
-        let _ = self.rings.outputs.push(LineOutputs {
-            stamp_ns: self.clock.now_ns(),
-            ..LineOutputs::SAFE
-        });
+        let stamp_ns = self.clock.now_ns();
+        for axis in self.axes.iter_mut() {
+            let _ = axis.rings.outputs.push(LineOutputs {
+                stamp_ns,
+                ..LineOutputs::SAFE
+            });
+        }
         self.stats.running.store(false, Relaxed);
         self
     }
@@ -150,12 +189,17 @@ mod tests {
     struct Rig {
         clock: Arc<ManualClock>,
         runner: ControlRunner,
-        ends: ControlEndpoints,
+        /// The other ends of each axis's rings.
+        ends: Vec<ControlEndpoints>,
         scan: u64,
     }
 
     impl Rig {
         fn new() -> Self {
+            Self::with_axes(1)
+        }
+
+        fn with_axes(n: usize) -> Self {
             let clock = Arc::new(ManualClock::new(0));
             let limits = AxisLimits {
                 nominal_ppm: 12.0,
@@ -166,10 +210,14 @@ mod tests {
                 input_stale_ns: 5 * MS,
                 watchdog_ns: 100 * MS,
             };
-            let (rings, ends) = control_rings();
+            let (axes, ends) = (0..n)
+                .map(|_| {
+                    let (rings, ends) = control_rings();
+                    (AxisLoop::new(AxisProgram::new(limits, 0), rings), ends)
+                })
+                .unzip();
             let runner = ControlRunner::new(
-                AxisProgram::new(limits, 0),
-                rings,
+                axes,
                 Arc::new(ControlStats::new()),
                 clock.clone(),
                 Duration::from_millis(1),
@@ -183,29 +231,41 @@ mod tests {
             }
         }
 
-        /// One 1 ms cycle; `fresh`: the I/O scan delivered a new image first.
-        /// Returns what the cycle reported, in ring order.
-        fn cycle(&mut self, fresh: bool) -> Vec<ControlTelemetry> {
-            if fresh {
-                self.scan += 1;
-                self.ends
-                    .inputs
-                    .push(LineInputs {
-                        scan_seq: self.scan,
-                        feed_ppm: 12.0,
-                        weld_temp_c: 180.0,
-                        ..Default::default()
-                    })
-                    .unwrap();
+        /// One 1 ms cycle; `fresh[a]`: the I/O scan delivered a new image
+        /// for axis `a` first. Returns what each axis reported, in ring order.
+        fn cycle_axes(&mut self, fresh: &[bool]) -> Vec<Vec<ControlTelemetry>> {
+            self.scan += 1;
+            for (ends, &fresh) in self.ends.iter_mut().zip(fresh) {
+                if fresh {
+                    ends.inputs
+                        .push(LineInputs {
+                            scan_seq: self.scan,
+                            feed_ppm: 12.0,
+                            weld_temp_c: 180.0,
+                            ..Default::default()
+                        })
+                        .unwrap();
+                }
             }
             self.clock.advance(MS);
             self.runner.run_cycle(0);
-            while self.ends.outputs.pop().is_ok() {}
-            let mut got = Vec::new();
-            while let Ok(t) = self.ends.telemetry.pop() {
-                got.push(t);
-            }
-            got
+            self.ends
+                .iter_mut()
+                .map(|ends| {
+                    while ends.outputs.pop().is_ok() {}
+                    let mut got = Vec::new();
+                    while let Ok(t) = ends.telemetry.pop() {
+                        got.push(t);
+                    }
+                    got
+                })
+                .collect()
+        }
+
+        /// [`Self::cycle_axes`] for the first (or only) axis.
+        fn cycle(&mut self, fresh: bool) -> Vec<ControlTelemetry> {
+            let fresh = vec![fresh; self.ends.len()];
+            self.cycle_axes(&fresh).swap_remove(0)
         }
 
         /// Run fresh cycles until one reports a periodic sample; return how many.
@@ -223,7 +283,11 @@ mod tests {
         }
 
         fn request(&mut self, action: CommandAction, value: f64) {
-            self.ends
+            self.request_on(0, action, value);
+        }
+
+        fn request_on(&mut self, axis: usize, action: CommandAction, value: f64) {
+            self.ends[axis]
                 .requests
                 .push(ControlRequest {
                     handle: 7,
@@ -342,5 +406,46 @@ mod tests {
         rig.request(CommandAction::Start, 0.0);
         let s = rig.cycle(true).iter().find_map(sample).expect("sample on start");
         assert_eq!((s.mode, s.setpoint_ppm), (AxisMode::Running, 12.0));
+    }
+
+    #[test]
+    fn each_axis_keeps_its_own_requests_safe_state_and_telemetry() {
+        let mut rig = Rig::with_axes(3);
+        let (t, f) = (true, false);
+        for _ in 0..EVERY {
+            rig.cycle_axes(&[t, t, t]);
+        }
+        // A set-point for the second axis changes the second axis only.
+        rig.request_on(1, CommandAction::SetRate, 9.0);
+        let got = rig.cycle_axes(&[t, t, t]);
+        assert!(got[0].is_empty() && got[2].is_empty(), "{got:?}");
+        let s = got[1]
+            .iter()
+            .find_map(sample)
+            .expect("the second axis samples its change");
+        assert_eq!((s.setpoint_ppm, s.outputs.feed_ppm_cmd), (9.0, 9.0));
+        let ppm: Vec<f64> = rig.runner.axes().iter().map(|a| a.program().setpoint_ppm()).collect();
+        assert_eq!(ppm, [12.0, 9.0, 12.0]);
+
+        // The third axis's I/O stops: it alone goes to the safe state.
+        let mut entered = None;
+        for _ in 0..10 {
+            let got = rig.cycle_axes(&[t, t, f]);
+            if let Some(s) = got[2].iter().find_map(sample).filter(|s| s.changed) {
+                entered = Some(s);
+                assert!(
+                    got[0]
+                        .iter()
+                        .chain(&got[1])
+                        .all(|t| sample(t).is_none_or(|s| !s.changed))
+                );
+                break;
+            }
+        }
+        let s = entered.expect("the third axis entered the safe state");
+        assert_eq!(s.mode, AxisMode::SafeState);
+        assert!(!s.outputs.weld_enable);
+        let modes: Vec<AxisMode> = rig.runner.axes().iter().map(|a| a.program().mode()).collect();
+        assert_eq!(modes, [AxisMode::Running, AxisMode::Running, AxisMode::SafeState]);
     }
 }

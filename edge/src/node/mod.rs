@@ -26,7 +26,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::commands::CommandGate;
 use crate::config::{AssetConfig, AxisConfig, BusConfig, CellConfig, DerateRule, NodeConfig};
 use crate::control::rings::control_rings;
-use crate::control::{AxisLimits, AxisProgram, ControlRunner, ControlStats, rt};
+use crate::control::{AxisLimits, AxisLoop, AxisProgram, ControlRunner, ControlStats, rt};
 use crate::dashboard::{AppState, LiveState, NodeView};
 use crate::metrics::Metrics;
 use crate::node::report::RunReport;
@@ -264,8 +264,7 @@ pub async fn run(
         Ok(())
     };
     let runner = ControlRunner::new(
-        AxisProgram::new(limits, clock.now_ns()),
-        rings,
+        vec![AxisLoop::new(AxisProgram::new(limits, clock.now_ns()), rings)],
         stats.clone(),
         clock.clone(),
         cfg.control.cycle,

@@ -564,7 +564,7 @@ mod tests {
     use crate::commands::CommandGate;
     use crate::config::{ConfigSource, load};
     use crate::control::rings::control_rings;
-    use crate::control::{AxisLimits, AxisProgram, ControlRunner, ControlStats, SafeReason};
+    use crate::control::{AxisLimits, AxisLoop, AxisProgram, ControlRunner, ControlStats, SafeReason};
     use crate::dashboard::LiveState;
     use crate::metrics::Metrics;
     use std::sync::Mutex;
@@ -657,8 +657,7 @@ mod tests {
             let (rings, ends) = control_rings();
             let stats = Arc::new(ControlStats::new());
             let mut runner = ControlRunner::new(
-                AxisProgram::new(limits, clock.now_ns()),
-                rings,
+                vec![AxisLoop::new(AxisProgram::new(limits, clock.now_ns()), rings)],
                 stats.clone(),
                 clock.clone(),
                 cfg.control.cycle,
@@ -721,7 +720,7 @@ mod tests {
                         }
                         clock.advance(MS);
                         runner.run_cycle(0);
-                        if runner.program().mode() == AxisMode::SafeState && safe_since.load(Relaxed) == 0 {
+                        if runner.axes()[0].program().mode() == AxisMode::SafeState && safe_since.load(Relaxed) == 0 {
                             safe_since.store(clock.now_ns(), Relaxed);
                         }
                         while outputs.pop().is_ok() {}
