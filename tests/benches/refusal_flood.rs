@@ -21,7 +21,10 @@
 //! Run (release binary first):
 //! `cargo build --release --workspace --bins && cargo bench -p triad-tests --bench refusal_flood`
 //! Env: `ROUNDS` (3), `FLOOD_SECONDS` (10), `FLOOD_RATE` (1000), `BENCH_NODE_LOG`
-//! (a directory for each block's node log). Prints Markdown.
+//! (a directory for each block's node log). Prints Markdown. The node runs
+//! the built-in configuration with this process's environment, so its
+//! overrides apply: `TRIAD_CONTROL__CPU=1` gives the control thread CPU 1 to
+//! itself (`[control] cpu`); the output's first line says which.
 
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
@@ -253,6 +256,11 @@ async fn main() {
         eprintln!("round {p}: {got:#?}");
         rows.push(got.try_into().unwrap());
     }
+    println!(
+        "[control] cpu = {} ({} rounds, {flood_s} s of {rate} refused requests/s per flood block)\n",
+        std::env::var("TRIAD_CONTROL__CPU").unwrap_or_else(|_| "-1 (built-in: any core)".into()),
+        pairs
+    );
     println!(
         "| round | kind | jitter p50 / p99 / p99.9 / max µs | overruns | frames (polled) | frame latency p50 / p99 µs | refused requests sent (answers) | refusal p99 ms | peak RSS MB |"
     );
