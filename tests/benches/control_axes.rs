@@ -17,8 +17,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use triad_edge::clock::{Clock, SystemClock};
-use triad_edge::control::rings::control_rings;
-use triad_edge::control::{AxisLimits, AxisLoop, AxisProgram, ControlRequest, ControlRunner, ControlStats, rt};
+use triad_edge::control::{ControlRequest, ControlRunner, ControlStats, rt};
 use triad_hw::LineInputs;
 use triad_schemas::CommandAction;
 
@@ -32,21 +31,7 @@ fn quantile(v: &mut [f64], q: f64) -> f64 {
 /// Per-cycle work times, µs, of `n` axes over `cycles` cycles.
 fn work_times(n: usize, cycles: u64) -> Vec<f64> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let limits = AxisLimits {
-        nominal_ppm: 12.0,
-        min_ppm: 1.0,
-        max_ppm: 15.0,
-        weld_current_a: 5000.0,
-        start_running: true,
-        input_stale_ns: 1_000_000_000,
-        watchdog_ns: 1_000_000_000,
-    };
-    let (axes, mut ends): (Vec<_>, Vec<_>) = (0..n)
-        .map(|_| {
-            let (rings, ends) = control_rings();
-            (AxisLoop::new(AxisProgram::new(limits, clock.now_ns()), rings), ends)
-        })
-        .unzip();
+    let (axes, mut ends) = triad_tests::bench_axes(n, clock.now_ns());
     let mut runner = ControlRunner::new(axes, Arc::new(ControlStats::new()), clock, Duration::from_millis(1), 50);
     let mut times = Vec::with_capacity(cycles as usize);
     for k in 0..cycles {

@@ -10,8 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use triad_edge::clock::{Clock, SystemClock};
-use triad_edge::control::rings::control_rings;
-use triad_edge::control::{AxisLimits, AxisLoop, AxisProgram, ControlRunner, ControlStats, rt};
+use triad_edge::control::{ControlRunner, ControlStats, rt};
 use triad_hw::LineInputs;
 use triad_hw::sim::{SimCamera, SimCameraConfig};
 use triad_hw::{Camera, CaptureTrigger};
@@ -57,21 +56,7 @@ fn main() {
     let loader = load(stop_load.clone());
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let stats = Arc::new(ControlStats::new());
-    let limits = AxisLimits {
-        nominal_ppm: 12.0,
-        min_ppm: 1.0,
-        max_ppm: 15.0,
-        weld_current_a: 5000.0,
-        start_running: true,
-        input_stale_ns: 1_000_000_000,
-        watchdog_ns: 1_000_000_000,
-    };
-    let (axes, mut ends): (Vec<_>, Vec<_>) = (0..n_axes)
-        .map(|_| {
-            let (rings, ends) = control_rings();
-            (AxisLoop::new(AxisProgram::new(limits, clock.now_ns()), rings), ends)
-        })
-        .unzip();
+    let (axes, mut ends) = triad_tests::bench_axes(n_axes, clock.now_ns());
     let runner = ControlRunner::new(axes, stats.clone(), clock, Duration::from_millis(1), 50);
     let stop = Arc::new(AtomicBool::new(false));
     let s2 = stop.clone();

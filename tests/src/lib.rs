@@ -401,3 +401,32 @@ pub fn proc_status_kb(pid: u32, field: &str) -> u64 {
         })
         .unwrap_or(0)
 }
+
+/// `n` axes of the default weld line (12 PPM nominal, 1–15 PPM, running)
+/// for the control benchmarks, started at `now_ns`, and the other ends of
+/// their rings. Stale-input and watchdog bounds are 1 s: a benchmark's
+/// feeder is a plain thread, and the safe state is not what it measures.
+pub fn bench_axes(
+    n: usize,
+    now_ns: i64,
+) -> (
+    Vec<triad_edge::control::AxisLoop>,
+    Vec<triad_edge::control::ControlEndpoints>,
+) {
+    use triad_edge::control::{AxisLimits, AxisLoop, AxisProgram, rings::control_rings};
+    let limits = AxisLimits {
+        nominal_ppm: 12.0,
+        min_ppm: 1.0,
+        max_ppm: 15.0,
+        weld_current_a: 5000.0,
+        start_running: true,
+        input_stale_ns: 1_000_000_000,
+        watchdog_ns: 1_000_000_000,
+    };
+    (0..n)
+        .map(|_| {
+            let (rings, ends) = control_rings();
+            (AxisLoop::new(AxisProgram::new(limits, now_ns), rings), ends)
+        })
+        .unzip()
+}
