@@ -152,3 +152,100 @@ pub trait Bus: Send + Sync + 'static {
         Box::pin(async { Ok(()) })
     }
 }
+
+/// Subscribe to `topic` as `name`, asking again (1 s doubling to 10 s) for
+/// as long as it takes: a broker that is down or still recovering at start
+/// (its bookie not yet writable) refuses subscriptions for a while, and a
+/// consumer that gave up would leave `what` unavailable for the node's
+/// whole run. The first refusal is logged as an error naming `what`, the
+/// subscription that finally works as info. Only a dropped future stops it
+/// (the node's stop).
+pub async fn subscribe_until_it_works(bus: &dyn Bus, topic: &Topic, name: &str, what: &str) -> Subscription {
+    use backon::{ExponentialBuilder, Retryable};
+    let mut failed = false;
+    let policy = ExponentialBuilder::default()
+        .with_min_delay(std::time::Duration::from_secs(1))
+        .with_max_delay(std::time::Duration::from_secs(10))
+        .without_max_times();
+    let subscribed = (|| bus.subscribe(topic, name))
+        .retry(policy)
+        .notify(|e, _| {
+            if !std::mem::replace(&mut failed, true) {
+                tracing::error!(topic = %topic, error = %e, "cannot subscribe yet; {what} unavailable until it works (asking again)");
+            }
+        })
+        .await;
+    let Ok(sub) = subscribed else {
+        unreachable!("a retry policy without a bound on its attempts ends only in success")
+    };
+    if failed {
+        tracing::info!(topic = %topic, "subscribed; {what} available");
+    }
+    sub
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::time::Duration;
+
+    /// The embedded bus behind a broker that refuses the first `refusals`
+    /// subscriptions, as a recovering Pulsar broker does.
+    struct Recovering {
+        refusals: AtomicU32,
+        asked: AtomicU32,
+        inner: embedded::EmbeddedBus,
+    }
+
+    impl Bus for Recovering {
+        fn backend(&self) -> &'static str {
+            "recovering"
+        }
+        fn ensure_producer<'a>(&'a self, topic: &'a Topic) -> BusFuture<'a, ()> {
+            self.inner.ensure_producer(topic)
+        }
+        fn publish<'a>(&'a self, msg: &'a RawMessage) -> BusFuture<'a, ()> {
+            self.inner.publish(msg)
+        }
+        fn subscribe<'a>(&'a self, topic: &'a Topic, name: &'a str) -> BusFuture<'a, Subscription> {
+            self.asked.fetch_add(1, Ordering::Relaxed);
+            let refuse = self
+                .refusals
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                .is_ok();
+            if refuse {
+                return Box::pin(async {
+                    Err(BusError::Unavailable {
+                        backend: "recovering",
+                        detail: "Not enough non-faulty bookies available".into(),
+                    })
+                });
+            }
+            self.inner.subscribe(topic, name)
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_subscription_refused_at_first_is_asked_for_again_until_it_works() {
+        let bus = Recovering {
+            refusals: AtomicU32::new(5),
+            asked: AtomicU32::new(0),
+            inner: embedded::EmbeddedBus::new(16),
+        };
+        let topic = Topic::control_command(&triad_schemas::ids::AxisId::new("axis_1").unwrap());
+        let t0 = tokio::time::Instant::now();
+        let _sub = subscribe_until_it_works(&bus, &topic, "test", "commands are").await;
+        assert_eq!(
+            bus.asked.load(Ordering::Relaxed),
+            6,
+            "five refusals, then the subscription"
+        );
+        // 1 + 2 + 4 + 8 + 10 s of backoff (jitter off), on the paused clock.
+        let waited = t0.elapsed();
+        assert!(
+            waited >= Duration::from_secs(20) && waited <= Duration::from_secs(30),
+            "{waited:?}"
+        );
+    }
+}

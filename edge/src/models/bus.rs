@@ -75,7 +75,8 @@ pub async fn handle(service: &ModelService, topic: &Topic, req: &ModelRequest) -
     }
 }
 
-/// Serve `models/<node>/request` until the bus subscription ends.
+/// Serve `models/<node>/request` until the bus subscription ends (a
+/// subscription the broker refuses at first is asked for again).
 pub async fn serve_requests(
     publisher: Arc<Publisher>,
     topic: Topic,
@@ -83,13 +84,13 @@ pub async fn serve_requests(
     live: Arc<LiveState>,
     clock: Arc<dyn Clock>,
 ) {
-    let mut sub = match publisher.bus().subscribe(&topic, SUBSCRIPTION).await {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(topic = %topic, error = %e, "cannot subscribe to model requests; deploys over the bus are unavailable (HTTP still works)");
-            return;
-        }
-    };
+    let mut sub = crate::bus::subscribe_until_it_works(
+        publisher.bus().as_ref(),
+        &topic,
+        SUBSCRIPTION,
+        "deploys and rollbacks over the bus are (HTTP works meanwhile)",
+    )
+    .await;
     while let Some(d) = sub.next().await {
         match triad_schemas::codec::decode::<ModelRequest>(&d.msg.payload) {
             Ok(req) => {

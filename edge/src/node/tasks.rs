@@ -502,35 +502,13 @@ pub(crate) fn write_report(ctx: &NodeCtx, wo: &WorkOrder) {
 /// Consume external commands from the axis' command topic.
 pub async fn command_consumer(ctx: Arc<NodeCtx>) {
     let topic = ctx.topics.command.clone();
-    // A broker that is down or still recovering at start (its bookie not
-    // yet writable) refuses the subscription for a while: ask again, 1 s
-    // doubling to 10 s, for as long as the node runs; said once, and once
-    // when it works.
-    use backon::{ExponentialBuilder, Retryable};
-    let mut failed = false;
-    let policy = ExponentialBuilder::default()
-        .with_min_delay(Duration::from_secs(1))
-        .with_max_delay(Duration::from_secs(10))
-        .without_max_times();
-    let subscribed = (|| ctx.publisher.bus().subscribe(&topic, "triad-node-commands"))
-        .retry(policy)
-        .notify(|e, _| {
-            if !std::mem::replace(&mut failed, true) {
-                tracing::error!(topic = %topic, error = %e, "cannot subscribe to commands yet; external commands are unavailable until it works (asking again)");
-            }
-        })
-        .await;
-    let mut sub = match subscribed {
-        Ok(s) => s,
-        // Not reached: the policy has no bound on its attempts.
-        Err(e) => {
-            tracing::error!(topic = %topic, error = %e, "cannot subscribe to commands; external commands are unavailable");
-            return;
-        }
-    };
-    if failed {
-        tracing::info!(topic = %topic, "subscribed to commands; external commands are available");
-    }
+    let mut sub = crate::bus::subscribe_until_it_works(
+        ctx.publisher.bus().as_ref(),
+        &topic,
+        "triad-node-commands",
+        "external commands are",
+    )
+    .await;
     while let Some(d) = sub.next().await {
         let now = ctx.clock.now_ns();
         match triad_schemas::codec::decode::<ControlCommand>(&d.msg.payload) {
