@@ -217,9 +217,21 @@ async fn run_block(kind: Kind, flood_s: u64, rate: u64, decoy: &str) -> Block {
 
 /// The median of the finite values (a block whose poller saw no frame
 /// gives no latency ratio).
+/// The median: the middle value, or the mean of the two middle values of an
+/// even count (until 2026-12-01 08:14 UTC this took the lower of the two,
+/// which flattered even-round runs).
 fn median(v: Vec<f64>) -> f64 {
     let mut v: Vec<f64> = v.into_iter().filter(|x| x.is_finite()).collect();
-    quantile(&mut v, 0.5)
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
 }
 
 /// The decoy: refuses every POST like the node does (401 with a JSON
