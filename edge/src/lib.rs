@@ -18,7 +18,7 @@
 //! | [`durable`] | atomically replaced state files; damaged files set aside |
 //! | [`config`] | the TOML config, environment overrides, validation |
 //! | [`scenario`] | simulated fault schedules |
-//! | [`cli`] | `triad run`, `triad check-config`, and the model and token commands of [`cli::models`] |
+//! | [`cli`] | `triad run`, `triad check-config`, the model and token commands of [`cli::models`], the bus tools of [`cli::bus`] (`schemas push/check`, `bus-load`) |
 //!
 //! Data flow of the closed loop: control thread → telemetry ring → twin
 //! thread → alert → derate rule → command gate → request ring → control

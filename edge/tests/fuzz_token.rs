@@ -1,4 +1,4 @@
-//! Fuzzing token parsing and verification (issue 9): `models::token::verify`.
+//! Fuzzing token parsing and verification (issue 9): `trust::token::verify`.
 //!
 //! The keyring trusts one Ed25519 key, `ops`, made from a fixed seed
 //! (`[7; 32]`), so the seeds in `fuzz/corpus/token/` (compact JWTs made with

@@ -1,8 +1,8 @@
 //! The node's top-level modules form layers: no module of `edge/src` uses a
 //! module that uses it back, directly or through others (issue 10: "no
 //! folder imports a folder that imports it back"). Read from the source:
-//! every `crate::<module>` outside comments, per top-level module (a folder
-//! or a file).
+//! every `crate::<module>` and `crate::{<module>, …}` (a group on one line)
+//! outside comments, per top-level module (a folder or a file).
 //!
 //! A per-part setting (`OutboxLimits`, `PulsarConfig`, `MesConfig`,
 //! `HealthBounds`) is defined by its part and built by `config`, never the
@@ -37,12 +37,20 @@ fn uses(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
             for line in text.lines().filter(|l| !l.trim_start().starts_with("//")) {
                 for (i, _) in line.match_indices("crate::") {
                     let rest = &line[i + "crate::".len()..];
-                    let name: String = rest
-                        .chars()
-                        .take_while(|c| c.is_ascii_lowercase() || *c == '_' || c.is_ascii_digit())
-                        .collect();
-                    if !name.is_empty() && name != module {
-                        used.insert(name);
+                    // `crate::a::…`, or a group `crate::{a, b::c}` (on one line).
+                    let heads: Vec<&str> = match rest.strip_prefix('{') {
+                        Some(group) => group.split('}').next().unwrap_or("").split(',').collect(),
+                        None => vec![rest],
+                    };
+                    for head in heads {
+                        let name: String = head
+                            .trim_start()
+                            .chars()
+                            .take_while(|c| c.is_ascii_lowercase() || *c == '_' || c.is_ascii_digit())
+                            .collect();
+                        if !name.is_empty() && name != module {
+                            used.insert(name);
+                        }
                     }
                 }
             }

@@ -11,7 +11,9 @@ fn f(v: &serde_json::Value) -> f64 {
 
 /// The 1 kHz loop kept its period for the whole run of report `r`: every
 /// millisecond is a cycle run or an overrun counted (the loop skips missed
-/// deadlines and keeps its phase), and most ran. How *few* overruns a
+/// deadlines and keeps its phase), and most ran. `duration_s` starts before
+/// the control thread does (outbox, models and threads start first), so
+/// 10 % of the run is left for that start-up on a loaded debug build. How *few* overruns a
 /// machine gives is measured by the benchmarks, not here: a loaded CI VM
 /// stalls the thread for milliseconds (13 803 cycles in 16 s in one CI run).
 fn assert_loop_kept_its_period(r: &serde_json::Value) {
@@ -19,7 +21,7 @@ fn assert_loop_kept_its_period(r: &serde_json::Value) {
     let periods = f(&r["duration_s"]) * 1000.0;
     let counted = f(&c["cycles"]) + f(&c["overruns"]);
     assert!(
-        counted >= 0.97 * periods && counted <= periods + 5.0,
+        counted >= 0.9 * periods && counted <= periods + 5.0,
         "{counted} cycles + overruns in {periods} ms: {c}"
     );
     assert!(f(&c["cycles"]) > 0.5 * periods, "{c}");

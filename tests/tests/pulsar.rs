@@ -375,12 +375,14 @@ fn progress(path: &std::path::Path) -> (u64, u64) {
 /// next test binaries failed (CI of this stop: pulsar_shutdown, and a node
 /// of state_faults went to the safe state). The tests after this one need no
 /// old data.
-struct FreshBrokerAfter;
+struct FreshBrokerAfter {
+    /// Broker and admin ports: the same again, the other tests have them in
+    /// their environment.
+    ports: (String, String),
+}
 
-impl Drop for FreshBrokerAfter {
-    fn drop(&mut self) {
-        // The same ports: the other tests have them in their environment.
-        let (service, admin) = pulsar_env();
+impl FreshBrokerAfter {
+    fn new(service: &str, admin: &str) -> Self {
         let port = |url: &str| {
             url.rsplit(':')
                 .next()
@@ -388,11 +390,19 @@ impl Drop for FreshBrokerAfter {
                 .trim_end_matches('/')
                 .to_string()
         };
+        Self {
+            ports: (port(service), port(admin)),
+        }
+    }
+}
+
+impl Drop for FreshBrokerAfter {
+    fn drop(&mut self) {
         for args in [&["stop"][..], &["start"][..]] {
             let ok = Command::new(workspace_root().join("deploy/pulsar/standalone"))
                 .args(args)
-                .env("TRIAD_PULSAR_PORT", port(&service))
-                .env("TRIAD_PULSAR_WEB_PORT", port(&admin))
+                .env("TRIAD_PULSAR_PORT", &self.ports.0)
+                .env("TRIAD_PULSAR_WEB_PORT", &self.ports.1)
                 .stdout(Stdio::null())
                 .status()
                 .is_ok_and(|s| s.success());
@@ -406,8 +416,8 @@ impl Drop for FreshBrokerAfter {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_results_survive_a_broker_kill_and_a_node_kill_exactly_once_in_order() {
     let _serial = node_lock().await;
-    let _fresh = FreshBrokerAfter;
     let (service, admin) = pulsar_env();
+    let _fresh = FreshBrokerAfter::new(&service, &admin);
     let cell = unique("d");
     let dir = TempDir::new("pulsar-durable");
     let spawn = |log: &std::path::Path| {

@@ -3,7 +3,7 @@
 //! ```text
 //! triad run --sim [--config FILE] [--scenario NAME] [--duration D] [--report FILE] [--mes-url URL] [--listen ADDR]
 //! triad check-config FILE
-//! triad keys gen | bundle build/sign/verify/pack | token issue | deploy | rollback   (signed models, see `models`)
+//! triad keys gen | bundle build/sign/verify/pack | token issue | deploy | rollback   (signed models, see `cli::models`)
 //! ```
 
 pub mod bus;

@@ -1,6 +1,6 @@
 //! The HTTP side of the node: the dashboard page, its JSON, `/metrics` and
 //! `/healthz`. Read-only: nothing here changes the line. The node's write
-//! API (model deploy and rollback, control commands; `models::http`) is
+//! API (model deploy and rollback, control commands; `crate::api`) is
 //! served on the same listener and requires a signed token on every write.
 //!
 //! The server is handed its listener and a shutdown future (tests bind port 0).
@@ -325,7 +325,7 @@ pub async fn serve(
 }
 
 /// Serve `router` (the dashboard merged with the node's write API, see
-/// `models::http`) until `shutdown` resolves; handlers can see the peer's
+/// `crate::api`) until `shutdown` resolves; handlers can see the peer's
 /// address (`ConnectInfo`) for the audit log.
 pub async fn serve_router(
     listener: tokio::net::TcpListener,
