@@ -348,18 +348,12 @@ async fn incompatible_schemas_are_refused_by_the_broker_and_by_the_node() {
 }
 
 fn standalone(args: &[&str]) {
-    assert!(run_standalone(args, &[]), "deploy/pulsar/standalone {args:?} failed");
-}
-
-/// Run `deploy/pulsar/standalone args` with the environment `env`; whether
-/// it succeeded.
-fn run_standalone(args: &[&str], env: &[(&str, &str)]) -> bool {
-    Command::new(workspace_root().join("deploy/pulsar/standalone"))
+    let st = Command::new(workspace_root().join("deploy/pulsar/standalone"))
         .args(args)
-        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .status()
-        .is_ok_and(|s| s.success())
+        .unwrap();
+    assert!(st.success(), "deploy/pulsar/standalone {args:?} failed");
 }
 
 fn progress(path: &std::path::Path) -> (u64, u64) {
@@ -404,13 +398,15 @@ impl FreshBrokerAfter {
 
 impl Drop for FreshBrokerAfter {
     fn drop(&mut self) {
-        let env = [
-            ("TRIAD_PULSAR_PORT", self.ports.0.as_str()),
-            ("TRIAD_PULSAR_WEB_PORT", self.ports.1.as_str()),
-        ];
         for args in [&["stop"][..], &["start"][..]] {
-            // Not an assertion: this runs while a failed test unwinds.
-            if !run_standalone(args, &env) {
+            let ok = Command::new(workspace_root().join("deploy/pulsar/standalone"))
+                .args(args)
+                .env("TRIAD_PULSAR_PORT", &self.ports.0)
+                .env("TRIAD_PULSAR_WEB_PORT", &self.ports.1)
+                .stdout(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if !ok {
                 eprintln!("deploy/pulsar/standalone {args:?} failed while replacing the broker");
             }
         }
