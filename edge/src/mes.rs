@@ -38,7 +38,7 @@
 
 use crate::bus::outbox::{Lane, Outbox, OutboxEntry};
 use crate::clock::Clock;
-use crate::dashboard::LiveState;
+use crate::dashboard::LineViews;
 use crate::metrics::Metrics;
 use reqwest::header::{HeaderMap, LOCATION, RETRY_AFTER};
 use reqwest::{StatusCode, Url};
@@ -421,7 +421,7 @@ pub async fn run_mes_connector(
     outbox: Arc<Outbox>,
     cfg: MesConfig,
     metrics: Arc<Metrics>,
-    live: Arc<LiveState>,
+    live: LineViews,
     clock: Arc<dyn Clock>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {

@@ -111,6 +111,20 @@ pub struct TopicLabel {
     pub topic: String,
 }
 
+/// Label: inspection cell.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CellLabel {
+    /// Cell id.
+    pub cell: String,
+}
+
+/// Label: twin asset.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AssetLabel {
+    /// Asset id.
+    pub asset: String,
+}
+
 /// Label: outbox lane.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct LaneLabel {
@@ -127,6 +141,43 @@ pub struct OutcomeLabel {
 
 type FGauge = Gauge<f64, AtomicU64>;
 
+/// One station's handles into the labelled families: made once, so the
+/// hot paths count without building a label each time.
+#[derive(Clone, Debug)]
+pub struct StationMetrics {
+    /// Frames inspected on the cell.
+    pub frames: Counter,
+    /// Defective frames on the cell.
+    pub defects: Counter,
+    /// Frames of the cell lost before inspection.
+    pub frames_dropped: Counter,
+    /// Frames of the cell that failed to inspect.
+    pub errors: Counter,
+    /// The asset's residual, °C.
+    pub residual: FGauge,
+    /// The asset's health.
+    pub health: FGauge,
+    /// Alerts raised on the asset.
+    pub alerts: Counter,
+}
+
+impl StationMetrics {
+    /// The handles of `cell` and `asset` in `m`.
+    pub fn new(m: &Metrics, cell: &str, asset: &str) -> Self {
+        let c = CellLabel { cell: cell.into() };
+        let a = AssetLabel { asset: asset.into() };
+        Self {
+            frames: m.inspection_frames.get_or_create(&c).clone(),
+            defects: m.inspection_defects.get_or_create(&c).clone(),
+            frames_dropped: m.inspection_frames_dropped.get_or_create(&c).clone(),
+            errors: m.inspection_errors.get_or_create(&c).clone(),
+            residual: m.twin_residual.get_or_create(&a).clone(),
+            health: m.twin_health.get_or_create(&a).clone(),
+            alerts: m.twin_alerts.get_or_create(&a).clone(),
+        }
+    }
+}
+
 /// Every metric of the node.
 pub struct Metrics {
     registry: Registry,
@@ -141,21 +192,21 @@ pub struct Metrics {
     /// Telemetry records dropped.
     pub control_telemetry_dropped: Counter,
     /// Frames inspected.
-    pub inspection_frames: Counter,
+    pub inspection_frames: Family<CellLabel, Counter>,
     /// Defective frames.
-    pub inspection_defects: Counter,
+    pub inspection_defects: Family<CellLabel, Counter>,
     /// Frames lost before inspection.
-    pub inspection_frames_dropped: Counter,
+    pub inspection_frames_dropped: Family<CellLabel, Counter>,
     /// Inspection errors.
-    pub inspection_errors: Counter,
+    pub inspection_errors: Family<CellLabel, Counter>,
     /// Frame-to-result latency.
     pub inspection_latency: Histogram,
     /// Twin residual, °C.
-    pub twin_residual: FGauge,
+    pub twin_residual: Family<AssetLabel, FGauge>,
     /// Twin health.
-    pub twin_health: FGauge,
+    pub twin_health: Family<AssetLabel, FGauge>,
     /// Alerts raised.
-    pub twin_alerts: Counter,
+    pub twin_alerts: Family<AssetLabel, Counter>,
     /// Messages published per topic.
     pub bus_published: Family<TopicLabel, Counter>,
     /// Publish failures per topic.
@@ -215,17 +266,17 @@ impl Metrics {
                 "Telemetry records dropped (ring full)",
                 Counter::default()
             ),
-            inspection_frames: reg!("inspection_frames", "Frames inspected", Counter::default()),
-            inspection_defects: reg!("inspection_defects", "Frames with a defect", Counter::default()),
+            inspection_frames: reg!("inspection_frames", "Frames inspected", Family::default()),
+            inspection_defects: reg!("inspection_defects", "Frames with a defect", Family::default()),
             inspection_frames_dropped: reg!(
                 "inspection_frames_dropped",
                 "Frames lost before inspection (queue full)",
-                Counter::default()
+                Family::default()
             ),
             inspection_errors: reg!(
                 "inspection_errors",
                 "Frames that could not be inspected",
-                Counter::default()
+                Family::default()
             ),
             inspection_latency: reg!(
                 "inspection_latency_seconds",
@@ -235,10 +286,10 @@ impl Metrics {
             twin_residual: reg!(
                 "twin_residual_celsius",
                 "Measured minus predicted weld temperature",
-                FGauge::default()
+                Family::default()
             ),
-            twin_health: reg!("twin_health_ratio", "Twin health score", FGauge::default()),
-            twin_alerts: reg!("twin_alerts", "Alerts raised", Counter::default()),
+            twin_health: reg!("twin_health_ratio", "Twin health score", Family::default()),
+            twin_alerts: reg!("twin_alerts", "Alerts raised", Family::default()),
             bus_published: reg!(
                 "bus_published_messages",
                 "Messages acknowledged by the bus",
@@ -372,7 +423,11 @@ mod tests {
     fn prometheus_text_names_counters_with_total_and_has_no_eof() {
         let m = Metrics::new();
         m.control_cycles.inc_by(5);
-        m.twin_residual.set(1.5);
+        m.twin_residual
+            .get_or_create(&AssetLabel {
+                asset: "battery_pack_89".into(),
+            })
+            .set(1.5);
         let om = m.encode_as(Format::OpenMetrics);
         assert!(om.contains("# TYPE triad_control_cycles counter"), "{om}");
         assert!(om.trim_end().ends_with("# EOF"), "{om}");
@@ -381,6 +436,10 @@ mod tests {
         assert!(p.contains("# HELP triad_control_cycles_total "), "{p}");
         assert!(p.contains("triad_control_cycles_total 5"), "{p}");
         assert!(p.contains("# TYPE triad_twin_residual_celsius gauge"), "{p}");
+        assert!(
+            p.contains("triad_twin_residual_celsius{asset=\"battery_pack_89\"} 1.5"),
+            "{p}"
+        );
         assert!(!p.contains("# EOF") && !p.contains("# UNIT"), "{p}");
     }
 

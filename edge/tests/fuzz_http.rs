@@ -259,6 +259,7 @@ impl Node {
                 .unwrap();
             let opts = RunOptions {
                 scenario: scenario::by_name("nominal").unwrap(),
+                fault_axis: None,
                 duration: None,
                 listen: Some(addr),
             };

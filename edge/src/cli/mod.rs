@@ -43,6 +43,10 @@ pub enum Command {
         /// Scenario of the simulated line: nominal, weld-drift, short-excursion, weld-step.
         #[arg(long, default_value = "weld-drift")]
         scenario: String,
+        /// The axis whose simulated plant gets the scenario's faults (default:
+        /// the first [[axes]] entry); the other axes run nominal.
+        #[arg(long, value_name = "AXIS")]
+        fault_axis: Option<String>,
         /// Stop after this long (e.g. 30s, 2m); default: run until Ctrl-C.
         #[arg(long, value_name = "D")]
         duration: Option<String>,
@@ -305,6 +309,7 @@ pub fn main() -> ExitCode {
             sim,
             config: cfg_path,
             scenario: sc,
+            fault_axis,
             duration,
             report,
             mes_url,
@@ -372,8 +377,18 @@ pub fn main() -> ExitCode {
                 Ok(rt) => rt,
                 Err(c) => return c,
             };
+            let fault_axis = match fault_axis.map(|a| (a.parse::<triad_schemas::ids::AxisId>().ok(), a)) {
+                None => None,
+                Some((Some(id), _)) if cfg.axis(&id).is_some() => Some(id),
+                Some((_, a)) => {
+                    let known: Vec<&str> = cfg.axes.iter().map(|x| x.id.as_str()).collect();
+                    eprintln!("--fault-axis {a}: the configuration has no such axis; its axes are {known:?}");
+                    return ExitCode::from(2);
+                }
+            };
             let opts = RunOptions {
                 scenario,
+                fault_axis,
                 duration,
                 listen,
             };

@@ -920,8 +920,10 @@ impl Problems {
     }
 }
 
-/// Axes, cells and assets one node runs.
-pub const MAX_PER_NODE: usize = 1;
+/// Axes (each with its cell and asset) one node runs at most. The control
+/// cycle has room for far more (`cargo bench --bench control_axes`); the
+/// bound is the threads: an inspection worker per cell and a twin per asset.
+pub const MAX_AXES: usize = 64;
 /// Largest camera frame side a cell's ROI may reach, px (x + width and
 /// y + height): 8192 x 8192 is 64 MiB of grey pixels.
 pub const MAX_FRAME_SIDE_PX: u64 = 8192;
@@ -1000,21 +1002,67 @@ impl FileConfig {
         if self.axes.is_empty() {
             p.add("axes", "no axis configured; add an [[axes]] table");
         }
-        // The node runs one axis with its cell and asset today; more would be
-        // accepted and silently not run, so they are refused.
-        for (key, n, what) in [
-            ("axes", self.axes.len(), "axis"),
-            ("cells", self.cells.len(), "inspection cell"),
-            ("assets", self.assets.len(), "twin asset"),
+        for (key, n) in [
+            ("axes", self.axes.len()),
+            ("cells", self.cells.len()),
+            ("assets", self.assets.len()),
         ] {
-            if n > MAX_PER_NODE {
+            if n > MAX_AXES {
                 p.add(
                     key,
                     format!(
-                        "{n} [[{key}]] entries, but this node runs {MAX_PER_NODE} {what} (one axis with its cell and asset); \
-                         the others would not run: keep one [[{key}]] entry and run one node per axis"
+                        "{n} [[{key}]] entries, more than the {MAX_AXES} one node runs (an axis with its cell and asset each); \
+                         split the line over more nodes"
                     ),
                 );
+            }
+        }
+        // Each axis is a station: its program, one inspection cell and one
+        // twin asset. An axis without them, or with two, would run partly.
+        for (i, a) in self.axes.iter().enumerate() {
+            for (what, ids) in [
+                (
+                    "cells",
+                    self.cells
+                        .iter()
+                        .filter(|c| c.axis == a.id)
+                        .map(|c| c.id.as_str())
+                        .collect::<Vec<_>>(),
+                ),
+                (
+                    "assets",
+                    self.assets
+                        .iter()
+                        .filter(|x| x.axis == a.id)
+                        .map(|x| x.id.as_str())
+                        .collect(),
+                ),
+            ] {
+                if ids.len() != 1 {
+                    p.add(
+                        format!("axes[{i}]"),
+                        format!(
+                            "axis {:?} has {} [[{what}]] entries {ids:?}; each axis runs exactly one inspection cell and one twin asset: \
+                             give it one [[{what}]] entry with axis = {:?}",
+                            a.id,
+                            ids.len(),
+                            a.id
+                        ),
+                    );
+                }
+            }
+        }
+        for (key, ids) in [
+            ("cells", self.cells.iter().map(|c| c.id.as_str()).collect::<Vec<_>>()),
+            ("assets", self.assets.iter().map(|a| a.id.as_str()).collect()),
+        ] {
+            for (i, id) in ids.iter().enumerate() {
+                if ids[..i].contains(id) {
+                    p.add(
+                        format!("{key}[{i}].id"),
+                        format!("{id:?} is used by more than one [[{key}]] entry; ids must be unique"),
+                    );
+                }
             }
         }
         if self.rules.len() > MAX_RULES {
@@ -1178,7 +1226,16 @@ impl FileConfig {
             let k = |f: &str| format!("assets[{i}].{f}");
             let id = p.id(&k("id"), AssetId::new(a.id.clone()));
             let axis = axis_ref(&mut p, k("axis"), &a.axis);
-            let cell = if self.cells.iter().any(|c| c.id == a.cell) {
+            let cell = if let Some(c) = self.cells.iter().find(|c| c.id == a.cell) {
+                if c.axis != a.axis {
+                    p.add(
+                        k("cell"),
+                        format!(
+                            "cell {:?} is on axis {:?}, but this asset is on axis {:?}: an asset is analysed with the cell of its own axis",
+                            a.cell, c.axis, a.axis
+                        ),
+                    );
+                }
                 CellId::new(a.cell.clone()).ok()
             } else {
                 p.add(
@@ -1249,6 +1306,23 @@ impl FileConfig {
                 None
             };
             let axis = axis_ref(&mut p, k("axis"), &r.axis);
+            if let Some(a) = self.assets.iter().find(|a| a.id == r.asset)
+                && a.axis != r.axis
+            {
+                p.add(
+                    k("axis"),
+                    format!(
+                        "asset {:?} is on axis {:?}: a rule derates the axis of its own asset; set axis = {:?}",
+                        r.asset, a.axis, a.axis
+                    ),
+                );
+            }
+            if self.rules[..i].iter().any(|o| o.asset == r.asset) {
+                p.add(
+                    k("asset"),
+                    format!("asset {:?} already has a rule; one derate rule per asset", r.asset),
+                );
+            }
             if let Some(a) = self.axes.iter().find(|a| a.id == r.axis)
                 && !(r.derate_ppm >= a.min_ppm && r.derate_ppm < a.nominal_ppm)
             {
@@ -1503,11 +1577,16 @@ mod tests {
             "rules[0].derate_ppm: 20 must be",
             "assets[0].band_c: -1 is outside",
             "dashboard.listen: \"nowhere\" is not an address:port",
+            // The cell moved off axis_07, which is then left without one.
+            "axes[0]: axis \"axis_07\" has 0 [[cells]] entries",
+            "assets[0].cell: cell \"cell_2245\" is on axis \"axis_99\"",
         ] {
             assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
         }
-        assert_eq!(err.problems.len(), 6, "{text}");
+        assert_eq!(err.problems.len(), 8, "{text}");
     }
+
+    const LINE_3: &str = include_str!("../../../deploy/examples/line-3-stations.toml");
 
     #[test]
     fn more_axes_cells_or_assets_than_the_node_runs_are_refused_with_the_count() {
@@ -1523,10 +1602,82 @@ mod tests {
         let text = format!("{DEFAULT_TOML}\n{many}");
         let err = from_toml_str(&text).unwrap_err().to_string();
         assert!(
-            err.contains("axes: 201 [[axes]] entries, but this node runs 1 axis"),
+            err.contains("axes: 201 [[axes]] entries, more than the 64 one node runs"),
             "{err}"
         );
-        assert!(err.contains("keep one [[axes]] entry"), "{err}");
+    }
+
+    #[test]
+    fn every_axis_is_a_station_with_its_cell_asset_and_rule() {
+        let cfg = from_toml_str(LINE_3).unwrap();
+        let st = cfg.stations();
+        let ids: Vec<(&str, &str, &str, Option<&str>)> = st
+            .iter()
+            .map(|s| {
+                (
+                    s.axis.id.as_str(),
+                    s.cell.id.as_str(),
+                    s.asset.id.as_str(),
+                    s.rule.as_ref().map(|r| r.axis.as_str()),
+                )
+            })
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                ("axis_01", "cell_01", "pack_01", Some("axis_01")),
+                ("axis_02", "cell_02", "pack_02", Some("axis_02")),
+                ("axis_03", "cell_03", "pack_03", Some("axis_03")),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_station_missing_or_doubling_a_part_or_crossing_axes_is_refused_by_name() {
+        let cases = [
+            // axis_03 loses its cell (cell_03 moves to axis_02).
+            (
+                LINE_3.replace(
+                    "id = \"cell_03\"\naxis = \"axis_03\"",
+                    "id = \"cell_03\"\naxis = \"axis_02\"",
+                ),
+                vec![
+                    "axes[1]: axis \"axis_02\" has 2 [[cells]] entries [\"cell_02\", \"cell_03\"]",
+                    "axes[2]: axis \"axis_03\" has 0 [[cells]] entries",
+                    "assets[2].cell: cell \"cell_03\" is on axis \"axis_02\", but this asset is on axis \"axis_03\"",
+                ],
+            ),
+            // The rule of pack_02 derates another axis.
+            (
+                LINE_3.replace(
+                    "asset = \"pack_02\"\naxis = \"axis_02\"",
+                    "asset = \"pack_02\"\naxis = \"axis_01\"",
+                ),
+                vec![
+                    "rules[1].axis: asset \"pack_02\" is on axis \"axis_02\": a rule derates the axis of its own asset",
+                ],
+            ),
+            // Two rules for one asset, two cells with one id.
+            (
+                LINE_3
+                    .replace(
+                        "asset = \"pack_03\"\naxis = \"axis_03\"",
+                        "asset = \"pack_01\"\naxis = \"axis_01\"",
+                    )
+                    .replace("id = \"cell_03\"", "id = \"cell_01\"")
+                    .replace("cell = \"cell_03\"", "cell = \"cell_01\""),
+                vec![
+                    "rules[2].asset: asset \"pack_01\" already has a rule",
+                    "cells[2].id: \"cell_01\" is used by more than one [[cells]] entry",
+                ],
+            ),
+        ];
+        for (text, needles) in cases {
+            let err = from_toml_str(&text).unwrap_err().to_string();
+            for n in needles {
+                assert!(err.contains(n), "missing {n:?} in:\n{err}");
+            }
+        }
     }
 
     #[test]

@@ -71,7 +71,7 @@ pub struct NodeConfig {
     pub line: LineId,
     /// Control thread settings.
     pub control: ControlConfig,
-    /// Axes (the sim runs the first one).
+    /// Axes, each a station with its cell and asset (see [`NodeConfig::stations`]).
     pub axes: Vec<AxisConfig>,
     /// Inspection cells.
     pub cells: Vec<CellConfig>,
@@ -237,10 +237,44 @@ pub enum ClockBackend {
     System,
 }
 
+/// One station of the line: an axis with the inspection cell and the twin
+/// asset on it, and the rule that derates it on that asset's alert.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StationConfig {
+    /// The axis and its program's limits.
+    pub axis: AxisConfig,
+    /// The camera cell on the axis.
+    pub cell: CellConfig,
+    /// The asset the twin watches.
+    pub asset: AssetConfig,
+    /// What the asset's alert does to the axis (`None`: the alert is
+    /// raised and analysed, the rate is kept).
+    pub rule: Option<DerateRule>,
+}
+
 impl NodeConfig {
     /// Axis by id.
     pub fn axis(&self, id: &AxisId) -> Option<&AxisConfig> {
         self.axes.iter().find(|a| &a.id == id)
+    }
+
+    /// The line's stations, one per `[[axes]]` entry, in file order.
+    /// Validation gives every axis exactly one cell and one asset; an axis
+    /// without them (a config built by hand) is left out.
+    pub fn stations(&self) -> Vec<StationConfig> {
+        self.axes
+            .iter()
+            .filter_map(|axis| {
+                let cell = self.cells.iter().find(|c| c.axis == axis.id)?;
+                let asset = self.assets.iter().find(|a| a.axis == axis.id)?;
+                Some(StationConfig {
+                    axis: axis.clone(),
+                    cell: cell.clone(),
+                    asset: asset.clone(),
+                    rule: self.rules.iter().find(|r| r.asset == asset.id).cloned(),
+                })
+            })
+            .collect()
     }
 }
 

@@ -1,5 +1,6 @@
-//! The HTTP side of the node: the dashboard page, its JSON, `/metrics` and
-//! `/healthz`. Read-only: nothing here changes the line. The node's write
+//! The HTTP side of the node: the dashboard page (a line overview and one
+//! station's view), its JSON (`/api/line`, `/api/state?axis=ID`),
+//! `/metrics` and `/healthz`. Read-only: nothing here changes the line. The node's write
 //! API (model deploy and rollback, control commands; `crate::api`) is
 //! served on the same listener and requires a signed token on every write.
 //!
@@ -51,8 +52,8 @@ impl Default for HealthBounds {
 /// What the handlers read.
 #[derive(Clone)]
 pub struct AppState {
-    /// The snapshot.
-    pub live: Arc<LiveState>,
+    /// Every station's snapshot (the first is the default view).
+    pub stations: LineViews,
     /// Metrics registry.
     pub metrics: Arc<Metrics>,
     /// Control counters.
@@ -87,9 +88,11 @@ pub struct Health {
     pub checks: std::collections::BTreeMap<&'static str, Check>,
 }
 
-/// Evaluate the health checks.
+/// Evaluate the health checks (the `axis` and `inspection` checks over
+/// every station: the worst one, named).
 pub fn health(app: &AppState) -> Health {
-    let snap = app.live.snapshot();
+    let snaps: Vec<Snapshot> = app.stations.0.iter().map(|v| v.snapshot()).collect();
+    let snap = snaps.first().cloned().unwrap_or_default();
     let mut checks = std::collections::BTreeMap::new();
     let last = app.control.last_cycle_mono_ns.load(Relaxed);
     let age_ms = (monotonic_ns() - last) / 1_000_000;
@@ -107,17 +110,26 @@ pub fn health(app: &AppState) -> Health {
             }
         },
     );
+    let safe: Vec<String> = snaps
+        .iter()
+        .filter_map(|s| Some(format!("{}: {}", s.axis.id, s.axis.safe_state_reason.as_ref()?)))
+        .collect();
     checks.insert(
         "axis",
-        match &snap.axis.safe_state_reason {
-            Some(r) => Check {
-                status: "degraded",
-                detail: format!("safe state: {r}"),
-            },
-            None => Check {
+        if safe.is_empty() {
+            Check {
                 status: "ok",
-                detail: snap.axis.mode.clone(),
-            },
+                detail: snaps
+                    .iter()
+                    .map(|s| format!("{} {}", s.axis.id, s.axis.mode))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            }
+        } else {
+            Check {
+                status: "degraded",
+                detail: format!("safe state: {}", safe.join("; ")),
+            }
         },
     );
     let b = &app.bounds;
@@ -193,21 +205,29 @@ pub fn health(app: &AppState) -> Health {
             }
         },
     );
+    let dropped: Vec<String> = snaps
+        .iter()
+        .filter(|s| s.inspection.dropped > 0)
+        .map(|s| format!("{}: {}", s.inspection.cell, s.inspection.dropped))
+        .collect();
     checks.insert(
         "inspection",
-        if snap.inspection.dropped > 0 {
+        if dropped.is_empty() {
             Check {
-                status: "degraded",
-                detail: format!("{} frames lost before inspection", snap.inspection.dropped),
+                status: "ok",
+                detail: format!(
+                    "{} frames inspected",
+                    snaps.iter().map(|s| s.inspection.frames).sum::<u64>()
+                ),
             }
         } else {
             Check {
-                status: "ok",
-                detail: format!("{} frames inspected", snap.inspection.frames),
+                status: "degraded",
+                detail: format!("frames lost before inspection ({})", dropped.join(", ")),
             }
         },
     );
-    let refused = snap.work_orders.iter().filter(|w| w.refused).count();
+    let refused = snaps.iter().flat_map(|s| &s.work_orders).filter(|w| w.refused).count();
     let mes_down = app.metrics.mes_failing_for().filter(|d| *d >= b.mes_unreachable);
     checks.insert(
         "mes",
@@ -279,10 +299,35 @@ async fn index() -> Html<&'static str> {
     Html(INDEX_HTML)
 }
 
-async fn api_state(State(app): State<AppState>) -> Json<Snapshot> {
-    let mut s = app.live.snapshot();
+/// `/api/state?axis=ID`: one station's view (without `axis`: the first).
+#[derive(Debug, serde::Deserialize)]
+struct StationQuery {
+    axis: Option<String>,
+}
+
+async fn api_state(
+    State(app): State<AppState>,
+    axum::extract::Query(q): axum::extract::Query<StationQuery>,
+) -> Result<Json<Snapshot>, (StatusCode, String)> {
+    let Some(view) = app.stations.station(q.axis.as_deref()) else {
+        let known: Vec<String> = app.stations.0.iter().map(|v| v.update(|s| s.axis.id.clone())).collect();
+        return Err((
+            StatusCode::NOT_FOUND,
+            format!(
+                "no axis {:?} on this node; its axes are {known:?}",
+                q.axis.unwrap_or_default()
+            ),
+        ));
+    };
+    let mut s = view.snapshot();
     s.node.now_ns = app.clock.now_ns();
-    Json(s)
+    Ok(Json(s))
+}
+
+async fn api_line(State(app): State<AppState>) -> Json<LineView> {
+    let mut v = LineView::of(&app.stations);
+    v.node.now_ns = app.clock.now_ns();
+    Json(v)
 }
 
 async fn metrics(State(app): State<AppState>, headers: axum::http::HeaderMap) -> impl IntoResponse {
@@ -310,6 +355,7 @@ pub fn router(app: AppState) -> Router {
     Router::new()
         .route("/", get(index))
         .route("/api/state", get(api_state))
+        .route("/api/line", get(api_line))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .with_state(app)

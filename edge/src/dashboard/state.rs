@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// Points kept in the temperature chart (at 5 Hz: two minutes).
 pub const SERIES_LEN: usize = 600;
@@ -375,5 +375,121 @@ impl LiveState {
             w.last_error = Some(why.to_string());
             w.refused = refused;
         })
+    }
+}
+
+/// Every station's view, in configuration order (the first is the node's
+/// default view). Node-wide parts report through it to the station a
+/// message concerns: the MES connector's deliveries go to the station whose
+/// work order it is.
+#[derive(Clone, Debug, Default)]
+pub struct LineViews(pub Vec<Arc<LiveState>>);
+
+impl LineViews {
+    /// The station view that holds work order `id`.
+    fn of_work_order(&self, id: &str) -> Option<&LiveState> {
+        self.0
+            .iter()
+            .find(|v| v.update(|s| s.work_orders.iter().any(|w| w.work_order_id == id)))
+            .map(|v| v.as_ref())
+    }
+
+    /// The MES connector tries to deliver `id`.
+    pub fn mes_attempt(&self, id: &str) {
+        if let Some(v) = self.of_work_order(id) {
+            v.mes_attempt(id)
+        }
+    }
+
+    /// The MES accepted `id`.
+    pub fn mes_delivered(&self, id: &str, t_ns: i64) {
+        if let Some(v) = self.of_work_order(id) {
+            v.mes_delivered(id, t_ns)
+        }
+    }
+
+    /// Delivery of `id` failed.
+    pub fn mes_failed(&self, id: &str, why: &str, refused: bool) {
+        if let Some(v) = self.of_work_order(id) {
+            v.mes_failed(id, why, refused)
+        }
+    }
+
+    /// The view of axis `id`, or the first station's without one; `None`
+    /// for an axis the line does not have.
+    pub fn station(&self, axis: Option<&str>) -> Option<&Arc<LiveState>> {
+        match axis {
+            None => self.0.first(),
+            Some(id) => self.0.iter().find(|v| v.update(|s| s.axis.id == id)),
+        }
+    }
+}
+
+/// One station in the line overview.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct StationSummary {
+    /// The axis.
+    pub axis: AxisView,
+    /// Cell id.
+    pub cell: String,
+    /// Frames inspected.
+    pub frames: u64,
+    /// Defective frames.
+    pub defects: u64,
+    /// The last verdict (`Pass`, `Fail`; `None` before the first frame).
+    pub last_verdict: Option<String>,
+    /// Asset id.
+    pub asset: String,
+    /// The twin's state.
+    pub twin_state: String,
+    /// Residual, °C.
+    pub residual_c: f64,
+    /// Alerts not cleared.
+    pub alerts_open: usize,
+    /// Alerts raised in this run.
+    pub alerts_total: usize,
+    /// Work orders issued in this run.
+    pub work_orders: usize,
+}
+
+/// `/api/line`: the node and every station, in configuration order.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct LineView {
+    /// The node.
+    pub node: NodeView,
+    /// Control figures (one thread runs every axis).
+    pub control: ControlView,
+    /// Outbox.
+    pub outbox: OutboxView,
+    /// Stations.
+    pub stations: Vec<StationSummary>,
+}
+
+impl LineView {
+    /// The overview of `views`.
+    pub fn of(views: &LineViews) -> Self {
+        let snaps: Vec<Snapshot> = views.0.iter().map(|v| v.snapshot()).collect();
+        let first = snaps.first().cloned().unwrap_or_default();
+        LineView {
+            node: first.node,
+            control: first.control,
+            outbox: first.outbox,
+            stations: snaps
+                .into_iter()
+                .map(|s| StationSummary {
+                    cell: s.inspection.cell,
+                    frames: s.inspection.frames,
+                    defects: s.inspection.defects,
+                    last_verdict: s.inspection.recent.front().map(|r| r.verdict.clone()),
+                    asset: s.twin.asset,
+                    twin_state: s.twin.state,
+                    residual_c: s.twin.residual_c,
+                    alerts_open: s.alerts.iter().filter(|a| a.state != "Cleared").count(),
+                    alerts_total: s.alerts.len(),
+                    work_orders: s.work_orders.len(),
+                    axis: s.axis,
+                })
+                .collect(),
+        }
     }
 }

@@ -11,7 +11,7 @@
 //! work order (delivered); if the outbox was lost, the work order is stored
 //! again under the same id (the MES sees the same idempotency key).
 
-use super::NodeCtx;
+use super::StationCtx;
 use crate::commands::Origin;
 use crate::control::ControlEvent;
 use crate::dashboard::{AlertView, ChainView, WorkOrderView};
@@ -150,7 +150,7 @@ fn journal_path(state_dir: &Path, alert_id: &str) -> PathBuf {
     journal_dir(state_dir).join(format!("{safe}.json"))
 }
 
-fn save(ctx: &NodeCtx, rec: &ChainRecord) {
+fn save(ctx: &StationCtx, rec: &ChainRecord) {
     let path = journal_path(&ctx.cfg.state_dir, &rec.alert_id);
     let res = std::fs::create_dir_all(journal_dir(&ctx.cfg.state_dir)).and_then(|_| {
         let text = serde_json::to_vec_pretty(rec).map_err(std::io::Error::other)?;
@@ -162,7 +162,7 @@ fn save(ctx: &NodeCtx, rec: &ChainRecord) {
     }
 }
 
-fn remove(ctx: &NodeCtx, alert_id: &str) {
+fn remove(ctx: &StationCtx, alert_id: &str) {
     let path = journal_path(&ctx.cfg.state_dir, alert_id);
     if let Err(e) = std::fs::remove_file(&path)
         && e.kind() != std::io::ErrorKind::NotFound
@@ -218,7 +218,7 @@ async fn pause_before(step: &str) {
 }
 
 /// Start a new chain for a raised alert (journaled before anything is done).
-pub fn start(ctx: &Arc<NodeCtx>, alert_id: String, onset_ns: i64, alert_ns: i64, residual_c: f64, band_c: f64) {
+pub fn start(ctx: &Arc<StationCtx>, alert_id: String, onset_ns: i64, alert_ns: i64, residual_c: f64, band_c: f64) {
     let persistence_ms = ctx.asset.persistence.as_millis() as i64;
     let message = format!(
         "weld temperature {:+.1} °C off the twin's prediction for more than {:.1} s (band ±{band_c:.1} °C)",
@@ -258,14 +258,14 @@ pub fn start(ctx: &Arc<NodeCtx>, alert_id: String, onset_ns: i64, alert_ns: i64,
         work_order: None,
         stored: None,
     };
-    ctx.metrics.twin_alerts.inc();
+    ctx.station_metrics.alerts.inc();
     tracing::warn!(alert = %rec.alert_id, asset = %ctx.asset.id, residual_c, "twin alert raised");
     show_raised(ctx, &rec);
     save(ctx, &rec);
     spawn(ctx, rec, false);
 }
 
-fn spawn(ctx: &Arc<NodeCtx>, rec: ChainRecord, resumed: bool) {
+fn spawn(ctx: &Arc<StationCtx>, rec: ChainRecord, resumed: bool) {
     ctx.chains.active.fetch_add(1, Ordering::SeqCst);
     let ctx = ctx.clone();
     tokio::spawn(async move {
@@ -274,7 +274,7 @@ fn spawn(ctx: &Arc<NodeCtx>, rec: ChainRecord, resumed: bool) {
     });
 }
 
-fn show_raised(ctx: &NodeCtx, rec: &ChainRecord) {
+fn show_raised(ctx: &StationCtx, rec: &ChainRecord) {
     ctx.live.update(|s| {
         if let Some(e) = s.excursions.iter_mut().rev().find(|e| e.onset_ns == rec.onset_ns) {
             e.alerted = true;
@@ -311,11 +311,22 @@ fn show_raised(ctx: &NodeCtx, rec: &ChainRecord) {
     );
 }
 
-/// Complete the chains a stop or a power cut interrupted, and forget those
-/// whose work order has left the outbox. `outbox_lost`: the outbox was
+/// Complete the chains a stop or a power cut interrupted, each on the
+/// station of its asset (alert ids are `<asset>-<onset ms>`), and forget
+/// those whose work order has left the outbox. `outbox_lost`: the outbox was
 /// damaged or missing at this start, so a stored work order is stored again.
-pub fn resume(ctx: &Arc<NodeCtx>, outbox_lost: bool) {
-    for mut rec in load_all(&ctx.cfg.state_dir) {
+/// A journal whose asset is no longer configured is kept and named in the
+/// log: its derate has no axis to act on.
+pub fn resume(stations: &[Arc<StationCtx>], outbox_lost: bool) {
+    let Some(first) = stations.first() else {
+        return;
+    };
+    for mut rec in load_all(&first.cfg.state_dir) {
+        let asset = rec.alert_id.rsplit_once('-').map_or("", |(a, _)| a);
+        let Some(ctx) = stations.iter().find(|c| c.asset.id.as_str() == asset) else {
+            tracing::error!(alert = %rec.alert_id, asset, journal = %journal_path(&first.cfg.state_dir, &rec.alert_id).display(), "an interrupted closed loop names an asset this configuration does not have: not completed; put the asset back or delete the journal");
+            continue;
+        };
         if rec.step == Step::WorkOrderStored {
             if outbox_lost {
                 tracing::warn!(alert = %rec.alert_id, "the outbox was lost with this work order in it: storing it again (same id, the MES sees the same idempotency key)");
@@ -329,12 +340,12 @@ pub fn resume(ctx: &Arc<NodeCtx>, outbox_lost: bool) {
         show_raised(ctx, &rec);
         spawn(ctx, rec, true);
     }
-    let ctx = ctx.clone();
+    let ctx = first.clone();
     tokio::spawn(async move { sweep(ctx).await });
 }
 
 /// Every 2 s: delete journals whose work order is no longer in the outbox.
-async fn sweep(ctx: Arc<NodeCtx>) {
+async fn sweep(ctx: Arc<StationCtx>) {
     loop {
         tokio::time::sleep(Duration::from_secs(2)).await;
         let done: Vec<ChainRecord> = load_all(&ctx.cfg.state_dir)
@@ -356,7 +367,7 @@ async fn sweep(ctx: Arc<NodeCtx>) {
     }
 }
 
-async fn advance(ctx: &Arc<NodeCtx>, mut rec: ChainRecord, resumed: bool) {
+async fn advance(ctx: &Arc<StationCtx>, mut rec: ChainRecord, resumed: bool) {
     if rec.step == Step::Raised {
         pause_before("derate").await;
         if !derate(ctx, &mut rec).await {
@@ -441,7 +452,7 @@ async fn advance(ctx: &Arc<NodeCtx>, mut rec: ChainRecord, resumed: bool) {
 
 /// The derate step. False: not decided (the node is stopping and the control
 /// thread did not answer); the journal keeps the chain for the next start.
-async fn derate(ctx: &Arc<NodeCtx>, rec: &mut ChainRecord) -> bool {
+async fn derate(ctx: &Arc<StationCtx>, rec: &mut ChainRecord) -> bool {
     let Some(rule) = &ctx.rule else {
         return true;
     };
@@ -484,7 +495,7 @@ async fn derate(ctx: &Arc<NodeCtx>, rec: &mut ChainRecord) -> bool {
     true
 }
 
-fn analyse(ctx: &NodeCtx, rec: &mut ChainRecord, resumed: bool) -> WorkOrder {
+fn analyse(ctx: &StationCtx, rec: &mut ChainRecord, resumed: bool) -> WorkOrder {
     // Live: the history as it is now (results kept coming during the
     // derate). Resumed: the batches journaled at the alert.
     let (batches, base) = if resumed {

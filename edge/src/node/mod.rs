@@ -24,11 +24,11 @@ use crate::bus::outbox::Outbox;
 use crate::bus::publisher::{Publisher, flush_bus_lane};
 use crate::clock::{Clock, SystemClock};
 use crate::commands::CommandGate;
-use crate::config::{AssetConfig, AxisConfig, BusConfig, CellConfig, DerateRule, NodeConfig};
+use crate::config::{AssetConfig, AxisConfig, BusConfig, CellConfig, DerateRule, NodeConfig, StationConfig};
 use crate::control::rings::control_rings;
 use crate::control::{AxisLimits, AxisLoop, AxisProgram, ControlRunner, ControlStats, rt};
-use crate::dashboard::{AppState, LiveState, NodeView};
-use crate::metrics::Metrics;
+use crate::dashboard::{AppState, LineViews, LiveState, NodeView};
+use crate::metrics::{Metrics, StationMetrics};
 use crate::node::report::RunReport;
 use crate::scenario::Scenario;
 use anyhow::Context;
@@ -61,6 +61,7 @@ use tokio::sync::{mpsc, watch};
 use triad_hw::sim::{PlantParams, SimCamera, SimCameraConfig, SimLine};
 use triad_inspect::history::ResultHistory;
 use triad_schemas::Topic;
+use triad_schemas::ids::{AxisId, LineId};
 use triad_twin::{Twin, TwinConfig};
 
 /// How to run.
@@ -68,13 +69,17 @@ use triad_twin::{Twin, TwinConfig};
 pub struct RunOptions {
     /// Scenario of the simulated line.
     pub scenario: Scenario,
+    /// The axis whose simulated plant gets the scenario's faults (`None`:
+    /// the first axis); the others run nominal.
+    pub fault_axis: Option<AxisId>,
     /// Stop after this long (`None`: until the shutdown future resolves).
     pub duration: Option<Duration>,
     /// Dashboard address override.
     pub listen: Option<SocketAddr>,
 }
 
-/// Topics of the node's axis, cell, asset and line.
+/// Topics of one station: its axis, cell and asset, and the line's work
+/// orders.
 pub(crate) struct Topics {
     pub command: Topic,
     pub control_state: Topic,
@@ -84,12 +89,39 @@ pub(crate) struct Topics {
     pub work_order: Topic,
 }
 
-/// What the async tasks share.
-pub(crate) struct NodeCtx {
+impl Topics {
+    fn of(line: &LineId, st: &StationConfig) -> Self {
+        Self {
+            command: Topic::control_command(&st.axis.id),
+            control_state: Topic::control_state(&st.axis.id),
+            inspection: Topic::inspection_result(&st.cell.id),
+            twin_status: Topic::twin_status(&st.asset.id),
+            twin_alert: Topic::twin_alert(&st.asset.id),
+            work_order: Topic::mes_work_order(line),
+        }
+    }
+
+    /// The topics this station publishes on.
+    fn published(&self) -> [Topic; 5] {
+        [
+            self.control_state.clone(),
+            self.inspection.clone(),
+            self.twin_status.clone(),
+            self.twin_alert.clone(),
+            self.work_order.clone(),
+        ]
+    }
+}
+
+/// What one station's async tasks share: its axis, cell, asset and rule,
+/// its view, gate and topics, and the node's shared parts.
+pub(crate) struct StationCtx {
     pub cfg: NodeConfig,
     pub clock: Arc<dyn Clock>,
     pub publisher: Arc<Publisher>,
     pub metrics: Arc<Metrics>,
+    /// This station's handles into the labelled metric families.
+    pub station_metrics: StationMetrics,
     pub live: Arc<LiveState>,
     pub gate: Arc<CommandGate>,
     pub history: Arc<Mutex<ResultHistory>>,
@@ -100,11 +132,14 @@ pub(crate) struct NodeCtx {
     pub asset: AssetConfig,
     pub rule: Option<DerateRule>,
     pub topics: Topics,
-    /// Closed-loop chains in flight.
-    pub chains: chain::ChainTracker,
+    /// Closed-loop chains in flight, on every station.
+    pub chains: Arc<chain::ChainTracker>,
     /// The node is stopping (a derate the control thread no longer answers
     /// is left to the next start).
-    pub stopping: AtomicBool,
+    pub stopping: Arc<AtomicBool>,
+    /// The first station: its pump also counts the node's control and
+    /// outbox figures.
+    pub primary: bool,
 }
 
 /// Build the configured bus backend. It connects in the background: the
@@ -134,45 +169,51 @@ pub fn connect_bus(cfg: &BusConfig) -> anyhow::Result<Arc<dyn Bus>> {
     }
 }
 
-/// Run the simulated line with the closed loop until `duration` passes or
-/// `shutdown` resolves, and return the run's report.
-pub async fn run(
-    cfg: NodeConfig,
-    opts: RunOptions,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<RunReport> {
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let started_ns = clock.now_ns();
-    let axis = cfg
-        .axes
-        .first()
-        .cloned()
-        .context("the simulated line needs one [[axes]] entry")?;
-    let cell = cfg
-        .cells
-        .iter()
-        .find(|c| c.axis == axis.id)
-        .cloned()
-        .with_context(|| format!("the simulated line needs a [[cells]] entry on axis {}", axis.id))?;
-    let asset = cfg
-        .assets
-        .iter()
-        .find(|a| a.axis == axis.id)
-        .cloned()
-        .with_context(|| format!("the simulated line needs an [[assets]] entry on axis {}", axis.id))?;
-    let rule = cfg.rules.iter().find(|r| r.asset == asset.id).cloned();
+/// The control program's limits of `axis`.
+fn axis_limits(cfg: &NodeConfig, axis: &AxisConfig) -> AxisLimits {
+    AxisLimits {
+        nominal_ppm: axis.nominal_ppm,
+        min_ppm: axis.min_ppm,
+        max_ppm: axis.max_ppm,
+        weld_current_a: axis.weld_current_a,
+        start_running: axis.start_running,
+        input_stale_ns: cfg.control.input_stale.as_nanos() as i64,
+        watchdog_ns: cfg.control.watchdog.as_nanos() as i64,
+    }
+}
 
-    // Durable state first: if it cannot be opened, nothing else starts.
+/// The station whose plant gets the scenario's faults.
+fn fault_station(stations: &[StationConfig], fault_axis: Option<&AxisId>) -> anyhow::Result<usize> {
+    let Some(id) = fault_axis else {
+        return Ok(0);
+    };
+    stations.iter().position(|s| &s.axis.id == id).with_context(|| {
+        let known: Vec<&str> = stations.iter().map(|s| s.axis.id.as_str()).collect();
+        format!("--fault-axis {id}: the configuration has no such axis; its axes are {known:?}")
+    })
+}
+
+/// Open the durable state: the state directory and the outbox, with what
+/// the start found damaged or lost. Nothing else starts if this fails.
+struct DurableState {
+    outbox: Arc<Outbox>,
+    /// The outbox was damaged or missing: what was lost.
+    outbox_lost: Option<String>,
+    warnings: Vec<String>,
+    damaged_before: std::collections::BTreeSet<std::path::PathBuf>,
+}
+
+fn open_state(cfg: &NodeConfig) -> anyhow::Result<DurableState> {
     std::fs::create_dir_all(&cfg.state_dir)
         .with_context(|| format!("cannot create the state directory {}", cfg.state_dir.display()))?;
     let damaged_before = survey::damaged_files(&cfg.state_dir);
-    let mut state_warnings = survey::before_start(&cfg.state_dir);
+    let mut warnings = survey::before_start(&cfg.state_dir);
     let outbox = Arc::new(Outbox::open(&cfg.state_dir.join("outbox.redb"), cfg.outbox)?);
     outbox.set_reserve(cfg.outbox_reserve_bytes);
     let outbox_lost = outbox.open_report().lost.clone();
     if let Some(what) = &outbox_lost {
         tracing::error!("{what}");
-        state_warnings.push(what.clone());
+        warnings.push(what.clone());
     }
     let pending = outbox.stats();
     if pending.pending_bus + pending.pending_mes > 0 {
@@ -182,80 +223,49 @@ pub async fn run(
             "resuming delivery of messages left in the outbox"
         );
     }
-    let metrics = Arc::new(Metrics::new());
-    let live = Arc::new(LiveState::default());
-    let bus = connect_bus(&cfg.bus)?;
-    let publisher = Arc::new(Publisher::new(
-        cfg.node.clone(),
-        clock.clone(),
-        bus.clone(),
-        outbox.clone(),
-        metrics.clone(),
-    ));
+    Ok(DurableState {
+        outbox,
+        outbox_lost,
+        warnings,
+        damaged_before,
+    })
+}
 
-    // Signed models: the service runs what was last deployed to the cell and
-    // the asset (re-verified) or the configured or built-in model, and owns
-    // swaps and rollbacks.
-    let models = crate::node::models::start(&cfg, &cell, &asset, clock.clone(), publisher.clone(), live.clone())?;
-    // The stores are open: what they set aside, and the start's findings.
-    state_warnings.extend(survey::after_start(&cfg.state_dir, &damaged_before));
-    for w in &state_warnings {
-        if outbox_lost.as_ref() != Some(w) {
-            tracing::error!("{w}");
-        }
-    }
-    survey::mark(&cfg.state_dir);
-    live.update(|s| s.state_warnings = state_warnings);
-
-    let topics = Topics {
-        command: Topic::control_command(&axis.id),
-        control_state: Topic::control_state(&axis.id),
-        inspection: Topic::inspection_result(&cell.id),
-        twin_status: Topic::twin_status(&asset.id),
-        twin_alert: Topic::twin_alert(&asset.id),
-        work_order: Topic::mes_work_order(&cfg.line),
-    };
-    // Open the producers in the background: a slow or absent broker never
-    // delays the control loop. One that cannot open is not fatal: durable
-    // messages wait in the outbox and the flusher retries (an incompatible
-    // schema is logged with its field).
-    {
-        let publisher = publisher.clone();
-        let list = [
-            topics.control_state.clone(),
-            topics.inspection.clone(),
-            topics.twin_status.clone(),
-            topics.twin_alert.clone(),
-            topics.work_order.clone(),
-        ];
-        tokio::spawn(async move {
-            for t in list {
-                if let Err(e) = publisher.open(&t).await {
-                    tracing::error!(topic = %t, error = %e, "producer not open; messages of this topic wait in the outbox");
-                }
+/// Open every station's producers in the background: a slow or absent
+/// broker never delays the control loop. One that cannot open is not fatal:
+/// durable messages wait in the outbox and the flusher retries (an
+/// incompatible schema is logged with its field).
+fn open_producers(publisher: &Arc<Publisher>, topics: &[Topics]) {
+    let mut seen = std::collections::HashSet::new();
+    let list: Vec<Topic> = topics
+        .iter()
+        .flat_map(Topics::published)
+        .filter(|t| seen.insert(t.name().to_string()))
+        .collect();
+    let publisher = publisher.clone();
+    tokio::spawn(async move {
+        for t in list {
+            if let Err(e) = publisher.open(&t).await {
+                tracing::error!(topic = %t, error = %e, "producer not open; messages of this topic wait in the outbox");
             }
-        });
-    }
+        }
+    });
+}
 
-    let listen = opts.listen.unwrap_or(cfg.dashboard_listen);
-    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| {
-        format!("cannot listen on {listen} for the dashboard: is another triad running? choose another with --listen or [dashboard] listen")
-    })?;
-    let listen = listener.local_addr()?;
+/// The control thread, running every axis program in its cycle.
+struct ControlThread {
+    handle: std::thread::JoinHandle<()>,
+    stop: Arc<AtomicBool>,
+    stats: Arc<ControlStats>,
+    rt_text: String,
+}
 
-    // The control thread and its rings.
-    let (rings, endpoints) = control_rings();
-    let stats = Arc::new(ControlStats::new());
-    let limits = AxisLimits {
-        nominal_ppm: axis.nominal_ppm,
-        min_ppm: axis.min_ppm,
-        max_ppm: axis.max_ppm,
-        weld_current_a: axis.weld_current_a,
-        start_running: axis.start_running,
-        input_stale_ns: cfg.control.input_stale.as_nanos() as i64,
-        watchdog_ns: cfg.control.watchdog.as_nanos() as i64,
-    };
-    // Lock memory before the program takes its start time: mlockall of a
+fn start_control(
+    cfg: &NodeConfig,
+    stations: &[StationConfig],
+    clock: &Arc<dyn Clock>,
+) -> anyhow::Result<(ControlThread, Vec<crate::control::rings::ControlEndpoints>)> {
+    // Lock memory before the programs take their start time: mlockall of a
     // large process can take longer than input_stale_ms, and the first
     // cycle would then see a stale input.
     let mem = if cfg.control.rt_priority.is_some() {
@@ -263,27 +273,28 @@ pub async fn run(
     } else {
         Ok(())
     };
+    let stats = Arc::new(ControlStats::new());
+    let mut loops = Vec::with_capacity(stations.len());
+    let mut endpoints = Vec::with_capacity(stations.len());
+    for st in stations {
+        let (rings, ends) = control_rings();
+        loops.push(AxisLoop::new(
+            AxisProgram::new(axis_limits(cfg, &st.axis), clock.now_ns()),
+            rings,
+        ));
+        endpoints.push(ends);
+    }
     let runner = ControlRunner::new(
-        vec![AxisLoop::new(AxisProgram::new(limits, clock.now_ns()), rings)],
+        loops,
         stats.clone(),
         clock.clone(),
         cfg.control.cycle,
         cfg.control.telemetry_every_cycles,
     );
-    let gate = Arc::new(
-        CommandGate::new(
-            axis.id.to_string(),
-            axis.min_ppm,
-            axis.max_ppm,
-            endpoints.requests,
-            metrics.clone(),
-        )
-        .with_auth(models.command_auth.clone()),
-    );
-    let stop_control = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
     let (rt_tx, rt_rx) = std::sync::mpsc::channel();
-    let control_thread = {
-        let stop = stop_control.clone();
+    let handle = {
+        let stop = stop.clone();
         let (prio, cpu) = (cfg.control.rt_priority, cfg.control.cpu);
         std::thread::Builder::new()
             .name("triad-control".into())
@@ -306,130 +317,244 @@ pub async fn run(
     }
     match &rt_status.fifo {
         Ok(p) => {
-            tracing::info!(priority = p, cycle_us = cfg.control.cycle.as_micros() as u64, rt = %rt_text, "control thread running")
+            tracing::info!(priority = p, cycle_us = cfg.control.cycle.as_micros() as u64, axes = stations.len(), rt = %rt_text, "control thread running")
         }
         Err(e) => {
             tracing::warn!(reason = %e, "control thread runs at normal priority: jitter will be higher; {rt_text}")
         }
     }
+    Ok((
+        ControlThread {
+            handle,
+            stop,
+            stats,
+            rt_text,
+        },
+        endpoints,
+    ))
+}
 
-    // The simulated plant and its I/O scan.
-    let params = PlantParams::default();
-    let line = SimLine::warm(
-        params,
-        cfg.sim_seed,
-        opts.scenario.faults.clone(),
-        if axis.start_running { axis.nominal_ppm } else { 0.0 },
+/// A station's worker threads: its cell's inspection and its asset's twin.
+struct StationThreads {
+    inspection: std::thread::JoinHandle<()>,
+    twin: std::thread::JoinHandle<()>,
+}
+
+/// Run the line the configuration describes, on the simulated plant, with
+/// the closed loop, until `duration` passes or `shutdown` resolves, and
+/// return the run's report. Every `[[axes]]` entry is a station with its
+/// cell, asset and rule ([`NodeConfig::stations`]); one control thread runs
+/// every axis program.
+pub async fn run(
+    cfg: NodeConfig,
+    opts: RunOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<RunReport> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let started_ns = clock.now_ns();
+    let stations = cfg.stations();
+    anyhow::ensure!(
+        !stations.is_empty(),
+        "the configuration runs no station: give it an [[axes]] entry with one [[cells]] and one [[assets]] entry on that axis"
     );
-    let io_stats = Arc::new(IoStats::default());
-    let (weld_tx, weld_rx) = rtrb::RingBuffer::new(1024);
+    let fault_index = fault_station(&stations, opts.fault_axis.as_ref())?;
+
+    let DurableState {
+        outbox,
+        outbox_lost,
+        warnings: mut state_warnings,
+        damaged_before,
+    } = open_state(&cfg)?;
+    let metrics = Arc::new(Metrics::new());
+    let lives: Vec<Arc<LiveState>> = stations.iter().map(|_| Arc::new(LiveState::default())).collect();
+    let bus = connect_bus(&cfg.bus)?;
+    let publisher = Arc::new(Publisher::new(
+        cfg.node.clone(),
+        clock.clone(),
+        bus.clone(),
+        outbox.clone(),
+        metrics.clone(),
+    ));
+
+    // Signed models: the service runs what was last deployed to each cell
+    // and asset (re-verified) or the configured or built-in model, and owns
+    // swaps and rollbacks.
+    let mut models = crate::node::models::start(&cfg, &stations, clock.clone(), publisher.clone(), &lives)?;
+    // The stores are open: what they set aside, and the start's findings.
+    state_warnings.extend(survey::after_start(&cfg.state_dir, &damaged_before));
+    for w in &state_warnings {
+        if outbox_lost.as_ref() != Some(w) {
+            tracing::error!("{w}");
+        }
+    }
+    survey::mark(&cfg.state_dir);
+    for live in &lives {
+        live.update(|s| s.state_warnings = state_warnings.clone());
+    }
+
+    let topics: Vec<Topics> = stations.iter().map(|st| Topics::of(&cfg.line, st)).collect();
+    open_producers(&publisher, &topics);
+
+    let listen = opts.listen.unwrap_or(cfg.dashboard_listen);
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| {
+        format!("cannot listen on {listen} for the dashboard: is another triad running? choose another with --listen or [dashboard] listen")
+    })?;
+    let listen = listener.local_addr()?;
+
+    let (control, endpoints) = start_control(&cfg, &stations, &clock)?;
+
+    // Per station: the simulated plant (one I/O scan for all), the camera
+    // and its inspection worker, the twin.
     let stop_io = Arc::new(AtomicBool::new(false));
-    let io_prio = cfg.control.rt_priority.map(|p| (p - 10).max(1));
-    let io_thread = {
-        let (stop, clock, st) = (stop_io.clone(), clock.clone(), io_stats.clone());
-        let (inp, out) = (endpoints.inputs, endpoints.outputs);
-        std::thread::Builder::new().name("triad-io-sim".into()).spawn(move || {
-            threads::run_sim_io(
-                line,
-                inp,
-                out,
-                weld_tx,
-                clock,
-                st,
-                Duration::from_millis(1),
-                io_prio,
-                stop,
-            )
-        })?
-    };
-
-    // Inspection worker.
-    let (res_tx, res_rx) = mpsc::channel(1024);
-    let camera = SimCamera::new(SimCameraConfig {
-        seed: cfg.sim_seed,
-        ..SimCameraConfig::default()
-    });
     let stop_insp = Arc::new(AtomicBool::new(false));
-    let insp_thread = {
-        let (stop, clock) = (stop_insp.clone(), clock.clone());
-        std::thread::Builder::new()
-            .name("triad-inspect".into())
-            .spawn(move || threads::run_inspection(camera, models.worker, weld_rx, res_tx, clock, stop))?
-    };
-
-    // Twin worker.
-    let twin_cfg = TwinConfig {
-        band_c: asset.band_c,
-        deadband_c: asset.deadband_c,
-        persist_ns: asset.persistence.as_nanos() as i64,
-        clear_ns: asset.clear.as_nanos() as i64,
-        ..TwinConfig::default()
-    };
-    let (twin_tx, twin_rx) = std::sync::mpsc::channel();
-    let (step_tx, step_rx) = mpsc::unbounded_channel();
-    let twin_thread = std::thread::Builder::new()
-        .name("triad-twin".into())
-        .spawn(move || threads::run_twin(Twin::new(twin_cfg, models.twin), twin_rx, step_tx))?;
-
-    live.update(|s| {
-        s.node = NodeView {
-            id: cfg.node.to_string(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            line: cfg.line.to_string(),
-            scenario: opts.scenario.name.into(),
-            started_ns,
-            now_ns: started_ns,
-            clock: format!("{} ({:?})", clock.name(), clock.status().state),
-            bus: bus.backend().into(),
+    let chains = Arc::new(chain::ChainTracker::default());
+    let stopping = Arc::new(AtomicBool::new(false));
+    let mut plants = Vec::with_capacity(stations.len());
+    let mut threads = Vec::with_capacity(stations.len());
+    let mut ctxs = Vec::with_capacity(stations.len());
+    let mut wiring = Vec::with_capacity(stations.len());
+    let sides = std::mem::take(&mut models.stations);
+    for (i, ((st, ends), (worker, twin_models))) in stations.iter().zip(endpoints).zip(sides).enumerate() {
+        let seed = cfg.sim_seed.wrapping_add(i as u64);
+        let faults = if i == fault_index {
+            opts.scenario.faults.clone()
+        } else {
+            Vec::new()
         };
-        s.control.rt = rt_text.clone();
-        s.control.cycle_us = cfg.control.cycle.as_micros() as u64;
-        s.axis.id = axis.id.to_string();
-        s.inspection.cell = cell.id.to_string();
-        s.twin.asset = asset.id.to_string();
-    });
-    let ctx = Arc::new(NodeCtx {
-        cfg: cfg.clone(),
-        clock: clock.clone(),
-        publisher: publisher.clone(),
-        metrics: metrics.clone(),
-        live: live.clone(),
-        gate,
-        history: Arc::new(Mutex::new(ResultHistory::new(512))),
-        control_stats: stats.clone(),
-        io_stats: io_stats.clone(),
-        axis: axis.clone(),
-        cell,
-        asset,
-        rule,
-        topics,
-        chains: chain::ChainTracker::default(),
-        stopping: AtomicBool::new(false),
-    });
+        let line = SimLine::warm(
+            PlantParams::default(),
+            seed,
+            faults,
+            if st.axis.start_running {
+                st.axis.nominal_ppm
+            } else {
+                0.0
+            },
+        );
+        let io_stats = Arc::new(IoStats::default());
+        let (weld_tx, weld_rx) = rtrb::RingBuffer::new(1024);
+        plants.push(threads::SimPlantIo {
+            line,
+            inputs: ends.inputs,
+            outputs: ends.outputs,
+            welds: weld_tx,
+            stats: io_stats.clone(),
+        });
 
-    // Async tasks.
+        let (res_tx, res_rx) = mpsc::channel(1024);
+        let camera = SimCamera::new(SimCameraConfig {
+            seed,
+            ..SimCameraConfig::default()
+        });
+        let inspection = {
+            let (stop, clock) = (stop_insp.clone(), clock.clone());
+            std::thread::Builder::new()
+                .name(format!("triad-insp-{i}"))
+                .spawn(move || threads::run_inspection(camera, worker, weld_rx, res_tx, clock, stop))?
+        };
+        let twin_cfg = TwinConfig {
+            band_c: st.asset.band_c,
+            deadband_c: st.asset.deadband_c,
+            persist_ns: st.asset.persistence.as_nanos() as i64,
+            clear_ns: st.asset.clear.as_nanos() as i64,
+            ..TwinConfig::default()
+        };
+        let (twin_tx, twin_rx) = std::sync::mpsc::channel();
+        let (step_tx, step_rx) = mpsc::unbounded_channel();
+        let twin = std::thread::Builder::new()
+            .name(format!("triad-twin-{i}"))
+            .spawn(move || threads::run_twin(Twin::new(twin_cfg, twin_models), twin_rx, step_tx))?;
+        threads.push(StationThreads { inspection, twin });
+
+        let gate = Arc::new(
+            CommandGate::new(
+                st.axis.id.to_string(),
+                st.axis.min_ppm,
+                st.axis.max_ppm,
+                ends.requests,
+                metrics.clone(),
+            )
+            .with_auth(models.command_auth.clone()),
+        );
+        let live = lives[i].clone();
+        live.update(|s| {
+            s.node = NodeView {
+                id: cfg.node.to_string(),
+                version: env!("CARGO_PKG_VERSION").into(),
+                line: cfg.line.to_string(),
+                scenario: if i == fault_index {
+                    opts.scenario.name.into()
+                } else {
+                    "nominal".into()
+                },
+                started_ns,
+                now_ns: started_ns,
+                clock: format!("{} ({:?})", clock.name(), clock.status().state),
+                bus: bus.backend().into(),
+            };
+            s.control.rt = control.rt_text.clone();
+            s.control.cycle_us = cfg.control.cycle.as_micros() as u64;
+            s.axis.id = st.axis.id.to_string();
+            s.inspection.cell = st.cell.id.to_string();
+            s.twin.asset = st.asset.id.to_string();
+        });
+        ctxs.push(Arc::new(StationCtx {
+            cfg: cfg.clone(),
+            clock: clock.clone(),
+            publisher: publisher.clone(),
+            metrics: metrics.clone(),
+            station_metrics: StationMetrics::new(&metrics, st.cell.id.as_str(), st.asset.id.as_str()),
+            live,
+            gate,
+            history: Arc::new(Mutex::new(ResultHistory::new(512))),
+            control_stats: control.stats.clone(),
+            io_stats,
+            axis: st.axis.clone(),
+            cell: st.cell.clone(),
+            asset: st.asset.clone(),
+            rule: st.rule.clone(),
+            topics: Topics::of(&cfg.line, st),
+            chains: chains.clone(),
+            stopping: stopping.clone(),
+            primary: i == 0,
+        }));
+        wiring.push((ends.telemetry, twin_tx, res_rx, step_rx));
+    }
+    let io_thread = {
+        let (stop, clock) = (stop_io.clone(), clock.clone());
+        let io_prio = cfg.control.rt_priority.map(|p| (p - 10).max(1));
+        std::thread::Builder::new()
+            .name("triad-io-sim".into())
+            .spawn(move || threads::run_sim_io(plants, clock, Duration::from_millis(1), io_prio, stop))?
+    };
+
+    // Async tasks, per station, then the node's.
     let (stop_tx, stop_rx) = watch::channel(false);
-    let (state_tx, state_rx) = watch::channel(None);
-    let pump = tokio::spawn(tasks::telemetry_pump(
-        ctx.clone(),
-        endpoints.telemetry,
-        twin_tx,
-        state_tx,
-        stop_rx.clone(),
-    ));
-    tokio::spawn(tasks::publish_latest(
-        ctx.clone(),
-        ctx.topics.control_state.clone(),
-        state_rx,
-    ));
-    let results = tokio::spawn(tasks::results_task(ctx.clone(), res_rx));
-    let twin_events = tokio::spawn(tasks::twin_task(ctx.clone(), step_rx));
-    let commands = tokio::spawn(tasks::command_consumer(ctx.clone()));
+    let mut station_tasks = Vec::with_capacity(ctxs.len());
+    for (ctx, (telemetry, twin_tx, res_rx, step_rx)) in ctxs.iter().zip(wiring) {
+        let (state_tx, state_rx) = watch::channel(None);
+        let pump = tokio::spawn(tasks::telemetry_pump(
+            ctx.clone(),
+            telemetry,
+            twin_tx,
+            state_tx,
+            stop_rx.clone(),
+        ));
+        tokio::spawn(tasks::publish_latest(
+            ctx.clone(),
+            ctx.topics.control_state.clone(),
+            state_rx,
+        ));
+        let results = tokio::spawn(tasks::results_task(ctx.clone(), res_rx));
+        let twin_events = tokio::spawn(tasks::twin_task(ctx.clone(), step_rx));
+        let commands = tokio::spawn(tasks::command_consumer(ctx.clone()));
+        station_tasks.push((pump, results, twin_events, commands));
+    }
     tokio::spawn(crate::models::bus::serve_requests(
         publisher.clone(),
         Topic::model_request(&cfg.node),
         models.service.clone(),
-        live.clone(),
+        lives[0].clone(),
         clock.clone(),
     ));
     let flusher = tokio::spawn(flush_bus_lane(
@@ -442,14 +567,14 @@ pub async fn run(
         outbox.clone(),
         cfg.mes.clone(),
         metrics.clone(),
-        live.clone(),
+        LineViews(lives.clone()),
         clock.clone(),
         stop_rx.clone(),
     ));
     let app = AppState {
-        live: live.clone(),
+        stations: LineViews(lives.clone()),
         metrics: metrics.clone(),
-        control: stats.clone(),
+        control: control.stats.clone(),
         outbox_max_entries: cfg.outbox.max_entries,
         clock: clock.clone(),
         outbox: Some(outbox.clone()),
@@ -459,10 +584,10 @@ pub async fn run(
     let mut dash_stop = stop_rx.clone();
     let api = crate::api::router(crate::api::ApiState {
         models: models.service.clone(),
-        gates: vec![ctx.gate.clone()],
+        gates: ctxs.iter().map(|c| c.gate.clone()).collect(),
         clock: clock.clone(),
         node: cfg.node.to_string(),
-        metrics: ctx.metrics.clone(),
+        metrics: metrics.clone(),
     });
     let dashboard = tokio::spawn(crate::dashboard::serve_router(
         listener,
@@ -472,10 +597,13 @@ pub async fn run(
         },
     ));
     // Chains a stop or a power cut interrupted: complete them now.
-    chain::resume(&ctx, outbox_lost.is_some());
-    tracing::info!(url = %format!("http://{listen}/"), scenario = opts.scenario.name, "triad node running; dashboard at the url");
+    chain::resume(&ctxs, outbox_lost.is_some());
+    let axes: Vec<&str> = stations.iter().map(|s| s.axis.id.as_str()).collect();
+    let fault_axis = stations[fault_index].axis.id.as_str();
+    tracing::info!(url = %format!("http://{listen}/"), scenario = opts.scenario.name, ?axes, fault_axis, "triad node running; dashboard at the url");
     println!(
-        "triad: dashboard at http://{listen}/  (scenario {}, Ctrl-C to stop)",
+        "triad: dashboard at http://{listen}/  ({} axes; scenario {} on {fault_axis}; Ctrl-C to stop)",
+        stations.len(),
         opts.scenario.name
     );
 
@@ -492,33 +620,43 @@ pub async fn run(
 
     // Orderly stop. First the closed-loop chains in flight, while the control
     // thread still runs (a derate can still be applied); then control to the
-    // safe state, then the plant, then the workers drain, then the async side
-    // delivers what is pending. Every step is bounded.
-    ctx.stopping.store(true, Relaxed);
-    if !ctx.chains.wait_idle(CHAIN_STOP_BUDGET).await {
+    // safe state, then the plants, then the workers drain, then the async
+    // side delivers what is pending. Every step is bounded.
+    stopping.store(true, Relaxed);
+    if !chains.wait_idle(CHAIN_STOP_BUDGET).await {
         tracing::warn!(
-            chains = ctx.chains.active(),
+            chains = chains.active(),
             budget_s = CHAIN_STOP_BUDGET.as_secs(),
             "closed-loop chains not finished in the stop budget; their journals complete them at the next start"
         );
     }
-    stop_control.store(true, Relaxed);
-    let _ = control_thread.join();
+    control.stop.store(true, Relaxed);
+    let _ = control.handle.join();
     stop_io.store(true, Relaxed);
     let _ = io_thread.join();
     stop_insp.store(true, Relaxed);
-    let _ = insp_thread.join();
+    let mut twins = Vec::with_capacity(threads.len());
+    for t in threads {
+        let _ = t.inspection.join();
+        twins.push(t.twin);
+    }
     models.service.stop();
     // Bounded: a producer held back by a failing disk must not hold the stop.
     let bound = Duration::from_secs(3);
-    let _ = tokio::time::timeout(bound, results).await;
+    let mut rest = Vec::with_capacity(station_tasks.len());
+    for (pump, results, twin_events, commands) in station_tasks {
+        let _ = tokio::time::timeout(bound, results).await;
+        rest.push((pump, twin_events, commands));
+    }
     let _ = stop_tx.send(true);
-    let _ = tokio::time::timeout(bound, pump).await;
-    let _ = twin_thread.join();
-    let _ = tokio::time::timeout(bound, twin_events).await;
+    for ((pump, twin_events, commands), twin) in rest.into_iter().zip(twins) {
+        let _ = tokio::time::timeout(bound, pump).await;
+        let _ = twin.join();
+        let _ = tokio::time::timeout(bound, twin_events).await;
+        commands.abort();
+    }
     // Chains the last twin steps raised: what cannot finish is journaled.
-    let _ = ctx.chains.wait_idle(Duration::from_secs(2)).await;
-    commands.abort();
+    let _ = chains.wait_idle(Duration::from_secs(2)).await;
     // Give deliveries a moment; whatever is left stays in the outbox for the next start.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
     while outbox.stats().pending_bus > 0 && tokio::time::Instant::now() < deadline {
@@ -538,12 +676,13 @@ pub async fn run(
             "messages still pending in the outbox; they are delivered after the next start"
         );
     }
+    let views: Vec<_> = ctxs.iter().map(|c| (c.live.snapshot(), c.io_stats.clone())).collect();
     Ok(RunReport::build(
         opts.scenario.name,
         ran_for,
-        &live.snapshot(),
-        &stats,
-        &io_stats,
+        &views,
+        fault_index,
+        &control.stats,
         &opts.scenario,
         &left,
     ))

@@ -1,13 +1,13 @@
 //! Wiring of the model service into the node: the audit trail (file and
-//! bus topic), the durable replay store, the service for the node's cell
-//! (inspection model) and asset (twin model), the inspection worker's and
-//! the twin thread's sides, the command gate's token checks, and the
-//! dashboard's view of models and decisions.
+//! bus topic), the durable replay store, the service for every cell
+//! (inspection model) and asset (twin model) of the line, the inspection
+//! workers' and twin threads' sides, the command gates' token checks, and
+//! each station's dashboard view of its models and decisions.
 
 use crate::bus::publisher::Publisher;
 use crate::clock::Clock;
 use crate::commands::CommandAuth;
-use crate::config::{AssetConfig, CellConfig, NodeConfig};
+use crate::config::{CellConfig, NodeConfig, StationConfig};
 use crate::dashboard::LiveState;
 use crate::models::manager::{InitialModel, ModelService, ServiceOptions, TargetSpec};
 use crate::models::slot::WorkerModels;
@@ -24,10 +24,9 @@ use triad_schemas::Topic;
 pub struct NodeModels {
     /// The model service.
     pub service: ModelService,
-    /// The inspection worker's models for the cell.
-    pub worker: WorkerModels,
-    /// The twin thread's predictor for the asset.
-    pub twin: TwinModels,
+    /// Each station's inspection worker models and twin predictor, in
+    /// station order.
+    pub stations: Vec<(WorkerModels, TwinModels)>,
     /// Token checks for the command gate.
     pub command_auth: Arc<CommandAuth>,
 }
@@ -45,16 +44,16 @@ pub fn inspector_config(cell: &CellConfig) -> InspectorConfig {
     }
 }
 
-/// Start the model service for `cell` and `asset` (call inside the node's
-/// runtime: it spawns the task that publishes audit events on
-/// `audit/<node>/event`).
+/// Start the model service for every station's cell and asset (call inside
+/// the node's runtime: it spawns the task that publishes audit events on
+/// `audit/<node>/event`). `lives[i]` is station `i`'s dashboard view: a
+/// model decision on its cell or asset shows there.
 pub fn start(
     cfg: &NodeConfig,
-    cell: &CellConfig,
-    asset: &AssetConfig,
+    stations: &[StationConfig],
     clock: Arc<dyn Clock>,
     publisher: Arc<Publisher>,
-    live: Arc<LiveState>,
+    lives: &[Arc<LiveState>],
 ) -> anyhow::Result<NodeModels> {
     let audit_path = cfg.state_dir.join("audit.jsonl");
     let audit = Arc::new(
@@ -73,30 +72,43 @@ pub fn start(
         )
         .map_err(|e| anyhow::anyhow!("cannot open the replay store: {e}"))?,
     ));
-    let notify_live = live.clone();
+    // Which view shows a target's decisions: cells and assets by id.
+    let view_of: std::collections::HashMap<String, Arc<LiveState>> = stations
+        .iter()
+        .zip(lives)
+        .flat_map(|(st, live)| {
+            [
+                (st.cell.id.to_string(), live.clone()),
+                (st.asset.id.to_string(), live.clone()),
+            ]
+        })
+        .collect();
+    let notify_views = view_of.clone();
+    let mut targets = Vec::with_capacity(stations.len() * 2);
+    for st in stations {
+        targets.push(TargetSpec {
+            id: st.cell.id.to_string(),
+            kind: ModelKind::Inspection,
+            inspector: inspector_config(&st.cell),
+            initial: match &st.cell.model_dir {
+                None => InitialModel::Builtin,
+                Some(d) => InitialModel::Dir(crate::config::resolve(d)),
+            },
+        });
+        targets.push(TargetSpec {
+            id: st.asset.id.to_string(),
+            kind: ModelKind::Twin,
+            inspector: inspector_config(&st.cell),
+            initial: InitialModel::Builtin,
+        });
+    }
     let service = ModelService::start(ServiceOptions {
         device: cfg.node.to_string(),
         state_dir: cfg.state_dir.clone(),
         keyring: cfg.security.keyring.clone(),
         policy: cfg.security.policy,
         settings: cfg.models.clone(),
-        targets: vec![
-            TargetSpec {
-                id: cell.id.to_string(),
-                kind: ModelKind::Inspection,
-                inspector: inspector_config(cell),
-                initial: match &cell.model_dir {
-                    None => InitialModel::Builtin,
-                    Some(d) => InitialModel::Dir(crate::config::resolve(d)),
-                },
-            },
-            TargetSpec {
-                id: asset.id.to_string(),
-                kind: ModelKind::Twin,
-                inspector: inspector_config(cell),
-                initial: InitialModel::Builtin,
-            },
-        ],
+        targets,
         clock: clock.clone(),
         audit: audit.clone(),
         replay: replay.clone(),
@@ -115,11 +127,13 @@ pub fn start(
                 st.current.version,
                 if st.probation { " (probation)" } else { "" }
             );
-            notify_live.update(|s| match st.kind {
-                ModelKind::Inspection => s.inspection.model = model,
-                ModelKind::Twin => s.twin.model = model,
-            });
-            notify_live.event(rec.stamp_ns, "model", text);
+            if let Some(live) = notify_views.get(rec.target.as_str()) {
+                live.update(|s| match st.kind {
+                    ModelKind::Inspection => s.inspection.model = model,
+                    ModelKind::Twin => s.twin.model = model,
+                });
+                live.event(rec.stamp_ns, "model", text);
+            }
         })),
     })?;
     if cfg.security.keyring.is_empty() {
@@ -130,13 +144,22 @@ pub fn start(
     for s in service.status() {
         tracing::info!(target = %s.target, kind = ?s.kind, model = %s.current.name, version = %s.current.version, source = %s.current.source, sha256 = %s.current.onnx_sha256, "model loaded");
         let model = format!("{} {}", s.current.name, s.current.version);
-        live.update(|l| match s.kind {
-            ModelKind::Inspection => l.inspection.model = model,
-            ModelKind::Twin => l.twin.model = model,
-        });
+        if let Some(live) = view_of.get(s.target.as_str()) {
+            live.update(|l| match s.kind {
+                ModelKind::Inspection => l.inspection.model = model,
+                ModelKind::Twin => l.twin.model = model,
+            });
+        }
     }
-    let worker = service.worker(cell.id.as_str())?;
-    let twin = service.twin_worker(asset.id.as_str())?;
+    let sides = stations
+        .iter()
+        .map(|st| {
+            Ok((
+                service.worker(st.cell.id.as_str())?,
+                service.twin_worker(st.asset.id.as_str())?,
+            ))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let command_auth = Arc::new(CommandAuth {
         device: cfg.node.to_string(),
         security: cfg.security.clone(),
@@ -146,8 +169,7 @@ pub fn start(
     });
     Ok(NodeModels {
         service,
-        worker,
-        twin,
+        stations: sides,
         command_auth,
     })
 }

@@ -12,6 +12,19 @@
 //! }
 //! ```
 //!
+//! The top level is the station of the fault axis (`--fault-axis`, else
+//! the first): `axis`, `cell`, `asset` name it. `stations` has every
+//! station of the line, in configuration order, with its end state, its
+//! counts and its chain:
+//!
+//! ```json
+//! "stations": [
+//!   { "axis": "axis_01", "cell": "cell_01", "asset": "pack_01", "scenario": "nominal",
+//!     "mode": "Running", "ppm_setpoint": 12.0, "frames": 118, "defects": 3,
+//!     "alerts": [], "work_orders": [], "chain": null }, …
+//! ]
+//! ```
+//!
 //! `chain` times are ns on the node clock, `null` where the step did not
 //! happen. `fault_onset_ns` is when the twin's residual left its band (the
 //! onset the persistence timer measures from); `fault_injected_ns` is when
@@ -19,10 +32,11 @@
 
 use crate::bus::outbox::OutboxStats;
 use crate::control::ControlStats;
-use crate::dashboard::{AlertView, ExcursionView, Snapshot, WorkOrderView};
+use crate::dashboard::{AlertView, ChainView, ExcursionView, Snapshot, WorkOrderView};
 use crate::node::threads::IoStats;
 use crate::scenario::Scenario;
 use serde::Serialize;
+use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
@@ -94,11 +108,50 @@ pub struct InspectionReport {
     pub model: String,
 }
 
+/// One station at the end of the run.
+#[derive(Clone, Debug, Serialize)]
+pub struct StationReport {
+    /// Axis id.
+    pub axis: String,
+    /// Cell id.
+    pub cell: String,
+    /// Asset id.
+    pub asset: String,
+    /// The scenario its plant ran (`nominal` off the fault axis).
+    pub scenario: String,
+    /// The axis' mode at the end (`Running`, `Derated`, `Stopped`, `SafeState`).
+    pub mode: String,
+    /// Rate set-point at the end, PPM.
+    pub ppm_setpoint: f64,
+    /// Why the outputs went to the safe state, if they are there at the end.
+    pub safe_state_reason: Option<String>,
+    /// Frames inspected on the cell.
+    pub frames: u64,
+    /// Defective frames.
+    pub defects: u64,
+    /// Frames lost before inspection.
+    pub dropped: u64,
+    /// The twin's state at the end.
+    pub twin_state: String,
+    /// Alerts raised on the asset.
+    pub alerts: Vec<AlertView>,
+    /// Work orders for the asset.
+    pub work_orders: Vec<WorkOrderView>,
+    /// Its latest closed loop, if any.
+    pub chain: Option<ChainReport>,
+}
+
 /// The report.
 #[derive(Clone, Debug, Serialize)]
 pub struct RunReport {
     /// Scenario name.
     pub scenario: String,
+    /// The fault axis: the station the top level describes.
+    pub axis: String,
+    /// Its cell.
+    pub cell: String,
+    /// Its asset.
+    pub asset: String,
     /// Run time, s.
     pub duration_s: f64,
     /// When the sim injected the first fault, ns.
@@ -127,25 +180,17 @@ pub struct RunReport {
     pub outbox_pending_mes: u64,
     /// Entries a destination refused for good (kept for replay).
     pub outbox_dead_letters: u64,
+    /// Every station of the line, in configuration order.
+    pub stations: Vec<StationReport>,
 }
 
 fn ms(a: Option<i64>, b: Option<i64>) -> Option<f64> {
     Some((a? - b?) as f64 / 1e6)
 }
 
-impl RunReport {
-    /// Assemble from the final snapshot and counters.
-    pub fn build(
-        scenario: &str,
-        ran_for: Duration,
-        snap: &Snapshot,
-        control: &ControlStats,
-        io: &IoStats,
-        sc: &Scenario,
-        outbox: &OutboxStats,
-    ) -> Self {
-        let c = snap.chain.clone().unwrap_or_default();
-        let chain = ChainReport {
+impl ChainReport {
+    fn of(c: &ChainView) -> Self {
+        ChainReport {
             fault_onset_ns: c.fault_onset_ns,
             alert_ns: c.alert_ns,
             derate_ns: c.derate_ns,
@@ -155,7 +200,46 @@ impl RunReport {
             alert_after_onset_ms: ms(c.alert_ns, c.fault_onset_ns),
             derate_after_alert_ms: ms(c.derate_ns, c.alert_ns),
             workorder_after_alert_ms: ms(c.workorder_ns, c.alert_ns),
-        };
+        }
+    }
+}
+
+impl StationReport {
+    fn of(snap: &Snapshot, io: &IoStats) -> Self {
+        StationReport {
+            axis: snap.axis.id.clone(),
+            cell: snap.inspection.cell.clone(),
+            asset: snap.twin.asset.clone(),
+            scenario: snap.node.scenario.clone(),
+            mode: snap.axis.mode.clone(),
+            ppm_setpoint: snap.axis.ppm_setpoint,
+            safe_state_reason: snap.axis.safe_state_reason.clone(),
+            frames: snap.inspection.frames,
+            defects: snap.inspection.defects,
+            dropped: io.welds_dropped.load(Relaxed),
+            twin_state: snap.twin.state.clone(),
+            alerts: snap.alerts.clone(),
+            work_orders: snap.work_orders.clone(),
+            chain: snap.chain.as_ref().map(ChainReport::of),
+        }
+    }
+}
+
+impl RunReport {
+    /// Assemble from every station's final snapshot and I/O figures
+    /// (`stations[fault]` is the top level) and the node's counters.
+    pub fn build(
+        scenario: &str,
+        ran_for: Duration,
+        stations: &[(Snapshot, Arc<IoStats>)],
+        fault: usize,
+        control: &ControlStats,
+        sc: &Scenario,
+        outbox: &OutboxStats,
+    ) -> Self {
+        let (snap, io) = &stations[fault];
+        let c = snap.chain.clone().unwrap_or_default();
+        let chain = ChainReport::of(&c);
         let start = io.plant_start_ns.load(Relaxed);
         let fault_injected_ns = sc.faults.iter().map(|f| start + f.at_ns).min().filter(|_| start > 0);
         let (ppm_before, ppm_after) = match (c.ppm_before, c.ppm_after) {
@@ -165,6 +249,9 @@ impl RunReport {
         let secs = ran_for.as_secs_f64().max(1e-9);
         RunReport {
             scenario: scenario.into(),
+            axis: snap.axis.id.clone(),
+            cell: snap.inspection.cell.clone(),
+            asset: snap.twin.asset.clone(),
             duration_s: secs,
             fault_injected_ns,
             chain,
@@ -198,6 +285,7 @@ impl RunReport {
             outbox_pending_bus: outbox.pending_bus,
             outbox_pending_mes: outbox.pending_mes,
             outbox_dead_letters: outbox.dead_letters,
+            stations: stations.iter().map(|(s, io)| StationReport::of(s, io)).collect(),
         }
     }
 }

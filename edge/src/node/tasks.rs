@@ -1,7 +1,7 @@
-//! The node's async tasks: telemetry pump, result publishing, twin events,
-//! the closed loop, and the external command consumer.
+//! Each station's async tasks: telemetry pump, result publishing, twin
+//! events, the closed loop, and the external command consumer.
 
-use super::NodeCtx;
+use super::StationCtx;
 use super::threads::InspectionOutcome;
 use crate::commands::Origin;
 use crate::control::{ControlEvent, ControlTelemetry, TelemetrySample};
@@ -61,7 +61,7 @@ impl StateCadence {
 /// dashboard and the state topic (see [`StateCadence`]); events to the
 /// command gate and the log.
 pub async fn telemetry_pump(
-    ctx: Arc<NodeCtx>,
+    ctx: Arc<StationCtx>,
     mut telemetry: Consumer<ControlTelemetry>,
     twin_tx: std::sync::mpsc::Sender<TwinSample>,
     state_tx: watch::Sender<Option<ControlState>>,
@@ -114,20 +114,24 @@ pub async fn telemetry_pump(
             let cycles = st.cycles.load(Relaxed);
             let overruns = st.overruns.load(Relaxed);
             let dropped = st.telemetry_dropped.load(Relaxed);
-            ctx.metrics.control_cycles.inc_by(cycles - last_cycles);
-            ctx.metrics.control_overruns.inc_by(overruns - last_overruns);
-            ctx.metrics.control_telemetry_dropped.inc_by(dropped - last_dropped);
-            (last_cycles, last_overruns, last_dropped) = (cycles, overruns, dropped);
             let p99 = st.quantile_us(0.99).unwrap_or(0.0);
-            ctx.metrics.control_jitter_p99.set(p99 * 1e-6);
-            ctx.metrics.control_jitter_max.set(st.max_us() * 1e-6);
             let ob = ctx.publisher.outbox().stats();
-            for (lane, v) in [("bus", ob.pending_bus), ("mes", ob.pending_mes)] {
-                ctx.metrics
-                    .outbox_pending
-                    .get_or_create(&crate::metrics::LaneLabel { lane: lane.into() })
-                    .set(v as i64);
+            // The control thread and the outbox are the node's: one
+            // station's pump counts them.
+            if ctx.primary {
+                ctx.metrics.control_cycles.inc_by(cycles - last_cycles);
+                ctx.metrics.control_overruns.inc_by(overruns - last_overruns);
+                ctx.metrics.control_telemetry_dropped.inc_by(dropped - last_dropped);
+                ctx.metrics.control_jitter_p99.set(p99 * 1e-6);
+                ctx.metrics.control_jitter_max.set(st.max_us() * 1e-6);
+                for (lane, v) in [("bus", ob.pending_bus), ("mes", ob.pending_mes)] {
+                    ctx.metrics
+                        .outbox_pending
+                        .get_or_create(&crate::metrics::LaneLabel { lane: lane.into() })
+                        .set(v as i64);
+                }
             }
+            (last_cycles, last_overruns, last_dropped) = (cycles, overruns, dropped);
             overrun_window.push_back(overruns);
             if overrun_window.len() > 600 {
                 overrun_window.pop_front();
@@ -144,8 +148,8 @@ pub async fn telemetry_pump(
                 snap.outbox.pending_mes = ob.pending_mes;
                 snap.outbox.dead_letters = ob.dead_letters;
                 if io_dropped > snap.inspection.dropped {
-                    ctx.metrics
-                        .inspection_frames_dropped
+                    ctx.station_metrics
+                        .frames_dropped
                         .inc_by(io_dropped - snap.inspection.dropped);
                     snap.inspection.dropped = io_dropped;
                 }
@@ -157,7 +161,7 @@ pub async fn telemetry_pump(
     }
 }
 
-fn update_axis(ctx: &NodeCtx, s: &TelemetrySample) {
+fn update_axis(ctx: &StationCtx, s: &TelemetrySample) {
     ctx.live.update(|snap| {
         let a = &mut snap.axis;
         a.mode = mode_name(s.mode).into();
@@ -178,7 +182,7 @@ fn update_axis(ctx: &NodeCtx, s: &TelemetrySample) {
     });
 }
 
-fn control_state(ctx: &NodeCtx, s: &TelemetrySample) -> ControlState {
+fn control_state(ctx: &StationCtx, s: &TelemetrySample) -> ControlState {
     let st = &ctx.control_stats;
     ControlState {
         envelope: ctx.publisher.envelope(s.stamp_ns),
@@ -197,7 +201,7 @@ fn control_state(ctx: &NodeCtx, s: &TelemetrySample) -> ControlState {
     }
 }
 
-fn log_control_event(ctx: &NodeCtx, stamp_ns: i64, ev: &ControlEvent) {
+fn log_control_event(ctx: &StationCtx, stamp_ns: i64, ev: &ControlEvent) {
     match ev {
         ControlEvent::Applied {
             action,
@@ -241,7 +245,7 @@ fn log_control_event(ctx: &NodeCtx, stamp_ns: i64, ev: &ControlEvent) {
 
 /// Publish the latest control state, at most as fast as it changes (latest value wins).
 pub async fn publish_latest<M: triad_schemas::BusMessage>(
-    ctx: Arc<NodeCtx>,
+    ctx: Arc<StationCtx>,
     topic: triad_schemas::Topic,
     mut rx: watch::Receiver<Option<M>>,
 ) {
@@ -272,13 +276,13 @@ pub async fn publish_latest<M: triad_schemas::BusMessage>(
 }
 
 /// Record, publish and show every inspection result, in order.
-pub async fn results_task(ctx: Arc<NodeCtx>, mut rx: mpsc::Receiver<InspectionOutcome>) {
+pub async fn results_task(ctx: Arc<StationCtx>, mut rx: mpsc::Receiver<InspectionOutcome>) {
     while let Some(o) = rx.recv().await {
         let t = &o.trigger;
         let insp = match o.result {
             Ok(i) => i,
             Err(e) => {
-                ctx.metrics.inspection_errors.inc();
+                ctx.station_metrics.errors.inc();
                 ctx.live.update(|s| s.inspection.errors += 1);
                 tracing::error!(cell = %ctx.cell.id, module = t.module_serial, weld = t.weld_index, error = %e, "frame not inspected");
                 continue;
@@ -304,11 +308,11 @@ pub async fn results_task(ctx: Arc<NodeCtx>, mut rx: mpsc::Receiver<InspectionOu
             .lock()
             .expect("history poisoned")
             .record(&result.batch_id, result.verdict, t.stamp_ns);
-        ctx.metrics.inspection_frames.inc();
+        ctx.station_metrics.frames.inc();
         ctx.metrics.inspection_latency.observe(latency_us as f64 * 1e-6);
         let fail = result.verdict == Verdict::Fail;
         if fail {
-            ctx.metrics.inspection_defects.inc();
+            ctx.station_metrics.defects.inc();
         }
         let result = match ctx
             .publisher
@@ -350,7 +354,7 @@ pub async fn results_task(ctx: Arc<NodeCtx>, mut rx: mpsc::Receiver<InspectionOu
 }
 
 /// Show and publish the twin's view; start the closed loop on an alert.
-pub async fn twin_task(ctx: Arc<NodeCtx>, mut rx: mpsc::UnboundedReceiver<(TwinStep, Arc<str>)>) {
+pub async fn twin_task(ctx: Arc<StationCtx>, mut rx: mpsc::UnboundedReceiver<(TwinStep, Arc<str>)>) {
     let (status_tx, status_rx) = watch::channel(None::<TwinStatus>);
     tokio::spawn(publish_latest(ctx.clone(), ctx.topics.twin_status.clone(), status_rx));
     let mut n: u64 = 0;
@@ -358,8 +362,8 @@ pub async fn twin_task(ctx: Arc<NodeCtx>, mut rx: mpsc::UnboundedReceiver<(TwinS
     let mut open_alert: Option<String> = None;
     while let Some((step, model_version)) = rx.recv().await {
         n += 1;
-        ctx.metrics.twin_residual.set(step.residual_c);
-        ctx.metrics.twin_health.set(step.health);
+        ctx.station_metrics.residual.set(step.residual_c);
+        ctx.station_metrics.health.set(step.health);
         let changed = step.state != last_state;
         last_state = step.state;
         if n.is_multiple_of(4) || changed {
@@ -487,7 +491,7 @@ pub async fn twin_task(ctx: Arc<NodeCtx>, mut rx: mpsc::UnboundedReceiver<(TwinS
 }
 
 /// Write the analysis report of a work order to `<state_dir>/reports/`.
-pub(crate) fn write_report(ctx: &NodeCtx, wo: &WorkOrder) {
+pub(crate) fn write_report(ctx: &StationCtx, wo: &WorkOrder) {
     let dir = ctx.cfg.state_dir.join("reports");
     let path = dir.join(format!("{}.json", wo.alert_id));
     let res = std::fs::create_dir_all(&dir).and_then(|_| {
@@ -500,7 +504,7 @@ pub(crate) fn write_report(ctx: &NodeCtx, wo: &WorkOrder) {
 }
 
 /// Consume external commands from the axis' command topic.
-pub async fn command_consumer(ctx: Arc<NodeCtx>) {
+pub async fn command_consumer(ctx: Arc<StationCtx>) {
     let topic = ctx.topics.command.clone();
     let mut sub = crate::bus::subscribe_until_it_works(
         ctx.publisher.bus().as_ref(),
@@ -590,7 +594,7 @@ mod tests {
     /// 1 ms cycles, a sample every 50 cycles as configured by default),
     /// command gate, telemetry pump, `publish_latest`, embedded bus.
     struct Loop {
-        ctx: Arc<NodeCtx>,
+        ctx: Arc<StationCtx>,
         bus: Arc<EmbeddedBus>,
         feed: Arc<AtomicBool>,
         safe_since_ns: Arc<AtomicI64>,
@@ -656,10 +660,11 @@ mod tests {
                 twin_alert: Topic::twin_alert(&asset.id),
                 work_order: Topic::mes_work_order(&cfg.line),
             };
-            let ctx = Arc::new(NodeCtx {
+            let ctx = Arc::new(StationCtx {
                 cfg: cfg.clone(),
                 clock: clock.clone(),
                 publisher,
+                station_metrics: crate::metrics::StationMetrics::new(&metrics, cell.id.as_str(), asset.id.as_str()),
                 metrics,
                 live: Arc::new(LiveState::default()),
                 gate,
@@ -671,8 +676,9 @@ mod tests {
                 asset,
                 rule: None,
                 topics,
-                chains: super::super::chain::ChainTracker::default(),
-                stopping: AtomicBool::new(false),
+                chains: Arc::new(super::super::chain::ChainTracker::default()),
+                stopping: Arc::new(AtomicBool::new(false)),
+                primary: true,
             });
             // The control thread, with the I/O scan's part (a fresh process
             // image each cycle while `feed` is set) done before each cycle.

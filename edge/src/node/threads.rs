@@ -1,5 +1,5 @@
-//! The node's OS threads other than control: the simulated I/O scan, the
-//! inspection worker and the twin. None of them can delay a control cycle:
+//! The node's OS threads other than control: the simulated I/O scan of
+//! every axis, an inspection worker per cell and a twin per asset. None of them can delay a control cycle:
 //! they meet the control thread only through lock-free rings.
 
 use crate::clock::{Clock, monotonic_ns, sleep_until_mono};
@@ -24,16 +24,27 @@ pub struct IoStats {
     pub plant_start_ns: AtomicI64,
 }
 
-#[allow(clippy::too_many_arguments)] // one thread, wired once by the node
-/// The simulated I/O scan: steps the plant every `period`, exchanging the
-/// process image with the control thread and handing welds to inspection.
+/// One axis' simulated plant and its ends of the rings: the process image
+/// to and from the control thread, and the welds to its cell's inspection.
+pub struct SimPlantIo {
+    /// The plant.
+    pub line: SimLine,
+    /// Process image to the axis' program.
+    pub inputs: Producer<LineInputs>,
+    /// The program's outputs.
+    pub outputs: Consumer<LineOutputs>,
+    /// Welds to image.
+    pub welds: Producer<WeldEvent>,
+    /// Its figures.
+    pub stats: Arc<IoStats>,
+}
+
+/// The simulated I/O scan: every `period`, steps each axis' plant in turn,
+/// exchanging its process image with the control thread and handing its
+/// welds to its cell's inspection.
 pub fn run_sim_io(
-    mut line: SimLine,
-    mut inputs: Producer<LineInputs>,
-    mut outputs: Consumer<LineOutputs>,
-    mut welds: Producer<WeldEvent>,
+    mut plants: Vec<SimPlantIo>,
     clock: Arc<dyn Clock>,
-    stats: Arc<IoStats>,
     period: Duration,
     rt_priority: Option<i32>,
     stop: Arc<AtomicBool>,
@@ -44,7 +55,7 @@ pub fn run_sim_io(
         tracing::debug!(reason = %e, "sim I/O scan at normal priority");
     }
     let period_ns = period.as_nanos() as i64;
-    let mut out = LineOutputs::SAFE;
+    let mut outs = vec![LineOutputs::SAFE; plants.len()];
     let mut next = monotonic_ns() + period_ns;
     let mut first = true;
     while !stop.load(Relaxed) {
@@ -54,25 +65,28 @@ pub fn run_sim_io(
         if behind > period_ns {
             next += (behind / period_ns) * period_ns;
         }
-        while let Ok(o) = outputs.pop() {
-            out = o;
-        }
         let now = clock.now_ns();
-        if first {
-            stats.plant_start_ns.store(now, Relaxed);
-            first = false;
-        }
-        match line.scan(&out, now) {
-            Ok(image) => {
-                let _ = inputs.push(image);
+        for (p, out) in plants.iter_mut().zip(outs.iter_mut()) {
+            while let Ok(o) = p.outputs.pop() {
+                *out = o;
             }
-            Err(e) => tracing::warn!(error = %e, "I/O scan failed"),
-        }
-        line.take_welds(|w| {
-            if welds.push(w).is_err() {
-                stats.welds_dropped.fetch_add(1, Relaxed);
+            if first {
+                p.stats.plant_start_ns.store(now, Relaxed);
             }
-        });
+            match p.line.scan(out, now) {
+                Ok(image) => {
+                    let _ = p.inputs.push(image);
+                }
+                Err(e) => tracing::warn!(error = %e, "I/O scan failed"),
+            }
+            let (welds, stats) = (&mut p.welds, &p.stats);
+            p.line.take_welds(|w| {
+                if welds.push(w).is_err() {
+                    stats.welds_dropped.fetch_add(1, Relaxed);
+                }
+            });
+        }
+        first = false;
     }
 }
 
