@@ -3,7 +3,9 @@
 use thiserror::Error;
 
 /// What caused a capture: one weld of one module passing the camera cell.
-#[derive(Clone, Debug, PartialEq)]
+/// `Copy`: triggers cross a lock-free ring from the I/O scan to the cell's
+/// inspection worker.
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct CaptureTrigger {
     /// Serial number of the battery module (the part), counting from 1.
     pub module_serial: u64,

@@ -97,4 +97,12 @@ pub enum IoError {
 pub trait ProcessIo: Send {
     /// Apply outputs and read inputs.
     fn scan(&mut self, outputs: &LineOutputs, now_ns: i64) -> Result<LineInputs, IoError>;
+
+    /// Hand the capture triggers seen since the last call (a part passing
+    /// the camera: a PLC's part-present signal, the simulation's welds) to
+    /// `sink`, oldest first. Call after [`ProcessIo::scan`]. A device that
+    /// sees no parts has none (the default).
+    fn take_triggers(&mut self, sink: &mut dyn FnMut(crate::CaptureTrigger)) {
+        let _ = sink;
+    }
 }

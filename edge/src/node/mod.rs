@@ -433,19 +433,19 @@ pub async fn run(
         );
         let io_stats = Arc::new(IoStats::default());
         let (weld_tx, weld_rx) = rtrb::RingBuffer::new(1024);
-        plants.push(threads::SimPlantIo {
-            line,
+        plants.push(threads::AxisIo {
+            io: Box::new(line),
             inputs: ends.inputs,
             outputs: ends.outputs,
-            welds: weld_tx,
+            triggers: weld_tx,
             stats: io_stats.clone(),
         });
 
         let (res_tx, res_rx) = mpsc::channel(1024);
-        let camera = SimCamera::new(SimCameraConfig {
+        let camera: Box<dyn triad_hw::Camera> = Box::new(SimCamera::new(SimCameraConfig {
             seed,
             ..SimCameraConfig::default()
-        });
+        }));
         let inspection = {
             let (stop, clock) = (stop_insp.clone(), clock.clone());
             std::thread::Builder::new()
@@ -524,8 +524,8 @@ pub async fn run(
         let (stop, clock) = (stop_io.clone(), clock.clone());
         let io_prio = cfg.control.rt_priority.map(|p| (p - 10).max(1));
         std::thread::Builder::new()
-            .name("triad-io-sim".into())
-            .spawn(move || threads::run_sim_io(plants, clock, Duration::from_millis(1), io_prio, stop))?
+            .name("triad-io".into())
+            .spawn(move || threads::run_io_scan(plants, clock, Duration::from_millis(1), io_prio, stop))?
     };
 
     // Async tasks, per station, then the node's.

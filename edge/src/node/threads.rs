@@ -10,7 +10,6 @@ use rtrb::{Consumer, Producer};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
-use triad_hw::sim::{SimCamera, SimLine, WeldEvent};
 use triad_hw::{Camera, CaptureTrigger, LineInputs, LineOutputs, ProcessIo};
 use triad_inspect::{GrayImage, Inspection};
 use triad_twin::{Twin, TwinSample, TwinStep};
@@ -24,26 +23,27 @@ pub struct IoStats {
     pub plant_start_ns: AtomicI64,
 }
 
-/// One axis' simulated plant and its ends of the rings: the process image
-/// to and from the control thread, and the welds to its cell's inspection.
-pub struct SimPlantIo {
-    /// The plant.
-    pub line: SimLine,
+/// One axis' field I/O (a [`ProcessIo`] driver: the simulated plant today)
+/// and its ends of the rings: the process image to and from the control
+/// thread, and the capture triggers to its cell's inspection.
+pub struct AxisIo {
+    /// The driver.
+    pub io: Box<dyn ProcessIo>,
     /// Process image to the axis' program.
     pub inputs: Producer<LineInputs>,
     /// The program's outputs.
     pub outputs: Consumer<LineOutputs>,
-    /// Welds to image.
-    pub welds: Producer<WeldEvent>,
+    /// Parts to image.
+    pub triggers: Producer<CaptureTrigger>,
     /// Its figures.
     pub stats: Arc<IoStats>,
 }
 
-/// The simulated I/O scan: every `period`, steps each axis' plant in turn,
+/// The I/O scan: every `period`, scans each axis' driver in turn,
 /// exchanging its process image with the control thread and handing its
-/// welds to its cell's inspection.
-pub fn run_sim_io(
-    mut plants: Vec<SimPlantIo>,
+/// capture triggers to its cell's inspection.
+pub fn run_io_scan(
+    mut plants: Vec<AxisIo>,
     clock: Arc<dyn Clock>,
     period: Duration,
     rt_priority: Option<i32>,
@@ -52,7 +52,7 @@ pub fn run_sim_io(
     // The scan feeds the control loop: it runs real-time too, just below it.
     let st = rt::prepare_current_thread(rt_priority, None);
     if let Err(e) = &st.fifo {
-        tracing::debug!(reason = %e, "sim I/O scan at normal priority");
+        tracing::debug!(reason = %e, "I/O scan at normal priority");
     }
     let period_ns = period.as_nanos() as i64;
     let mut outs = vec![LineOutputs::SAFE; plants.len()];
@@ -73,15 +73,15 @@ pub fn run_sim_io(
             if first {
                 p.stats.plant_start_ns.store(now, Relaxed);
             }
-            match p.line.scan(out, now) {
+            match p.io.scan(out, now) {
                 Ok(image) => {
                     let _ = p.inputs.push(image);
                 }
                 Err(e) => tracing::warn!(error = %e, "I/O scan failed"),
             }
-            let (welds, stats) = (&mut p.welds, &p.stats);
-            p.line.take_welds(|w| {
-                if welds.push(w).is_err() {
+            let (triggers, stats) = (&mut p.triggers, &p.stats);
+            p.io.take_triggers(&mut |t| {
+                if triggers.push(t).is_err() {
                     stats.welds_dropped.fetch_add(1, Relaxed);
                 }
             });
@@ -105,28 +105,22 @@ pub struct InspectionOutcome {
 /// frames it takes a newly deployed model, if any (one atomic load; see
 /// `models::slot`).
 pub fn run_inspection(
-    mut camera: SimCamera,
+    mut camera: Box<dyn Camera>,
     mut models: WorkerModels,
-    mut welds: Consumer<WeldEvent>,
+    mut triggers: Consumer<CaptureTrigger>,
     results: tokio::sync::mpsc::Sender<InspectionOutcome>,
     clock: Arc<dyn Clock>,
     stop: Arc<AtomicBool>,
 ) {
     loop {
         models.poll_swap();
-        let w = match welds.pop() {
-            Ok(w) => w,
+        let trigger = match triggers.pop() {
+            Ok(t) => t,
             Err(_) if stop.load(Relaxed) => return,
             Err(_) => {
                 std::thread::sleep(Duration::from_millis(2));
                 continue;
             }
-        };
-        let trigger = CaptureTrigger {
-            module_serial: w.module_serial,
-            weld_index: w.weld_index,
-            stamp_ns: w.stamp_ns,
-            weld_temp_c: w.weld_temp_c,
         };
         let result = match camera.capture(&trigger) {
             Ok(frame) => models

@@ -178,7 +178,7 @@ impl SimCamera {
             width: FRAME_W,
             height: FRAME_H,
             pixels,
-            trigger: trigger.clone(),
+            trigger: *trigger,
             truth: Some(FrameTruth {
                 defects: defect.truth(),
             }),

@@ -360,6 +360,17 @@ impl ProcessIo for SimLine {
             estop: self.estop,
         })
     }
+
+    fn take_triggers(&mut self, sink: &mut dyn FnMut(crate::CaptureTrigger)) {
+        self.take_welds(|w| {
+            sink(crate::CaptureTrigger {
+                module_serial: w.module_serial,
+                weld_index: w.weld_index,
+                stamp_ns: w.stamp_ns,
+                weld_temp_c: w.weld_temp_c,
+            })
+        });
+    }
 }
 
 #[cfg(test)]
