@@ -151,8 +151,8 @@ fn journal_path(state_dir: &Path, alert_id: &str) -> PathBuf {
 }
 
 fn save(ctx: &StationCtx, rec: &ChainRecord) {
-    let path = journal_path(&ctx.cfg.state_dir, &rec.alert_id);
-    let res = std::fs::create_dir_all(journal_dir(&ctx.cfg.state_dir)).and_then(|_| {
+    let path = journal_path(&ctx.settings.state_dir, &rec.alert_id);
+    let res = std::fs::create_dir_all(journal_dir(&ctx.settings.state_dir)).and_then(|_| {
         let text = serde_json::to_vec_pretty(rec).map_err(std::io::Error::other)?;
         crate::durable::write_atomic(&path, &text)
     });
@@ -163,7 +163,7 @@ fn save(ctx: &StationCtx, rec: &ChainRecord) {
 }
 
 fn remove(ctx: &StationCtx, alert_id: &str) {
-    let path = journal_path(&ctx.cfg.state_dir, alert_id);
+    let path = journal_path(&ctx.settings.state_dir, alert_id);
     if let Err(e) = std::fs::remove_file(&path)
         && e.kind() != std::io::ErrorKind::NotFound
     {
@@ -226,7 +226,7 @@ pub fn start(ctx: &Arc<StationCtx>, alert_id: String, onset_ns: i64, alert_ns: i
         persistence_ms as f64 / 1000.0,
     );
     let (batches, baseline) = {
-        let n = ctx.cfg.analysis.batches;
+        let n = ctx.settings.analysis.batches;
         let h = ctx.history.lock().expect("history poisoned");
         (h.last_batches(n), h.baseline(onset_ns, n))
     };
@@ -321,10 +321,10 @@ pub fn resume(stations: &[Arc<StationCtx>], outbox_lost: bool) {
     let Some(first) = stations.first() else {
         return;
     };
-    for mut rec in load_all(&first.cfg.state_dir) {
+    for mut rec in load_all(&first.settings.state_dir) {
         let asset = rec.alert_id.rsplit_once('-').map_or("", |(a, _)| a);
         let Some(ctx) = stations.iter().find(|c| c.asset.id.as_str() == asset) else {
-            tracing::error!(alert = %rec.alert_id, asset, journal = %journal_path(&first.cfg.state_dir, &rec.alert_id).display(), "an interrupted closed loop names an asset this configuration does not have: not completed; put the asset back or delete the journal");
+            tracing::error!(alert = %rec.alert_id, asset, journal = %journal_path(&first.settings.state_dir, &rec.alert_id).display(), "an interrupted closed loop names an asset this configuration does not have: not completed; put the asset back or delete the journal");
             continue;
         };
         if rec.step == Step::WorkOrderStored {
@@ -348,7 +348,7 @@ pub fn resume(stations: &[Arc<StationCtx>], outbox_lost: bool) {
 async fn sweep(ctx: Arc<StationCtx>) {
     loop {
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let done: Vec<ChainRecord> = load_all(&ctx.cfg.state_dir)
+        let done: Vec<ChainRecord> = load_all(&ctx.settings.state_dir)
             .into_iter()
             .filter(|r| r.step == Step::WorkOrderStored)
             .collect();
@@ -414,7 +414,7 @@ async fn advance(ctx: &Arc<StationCtx>, mut rec: ChainRecord, resumed: bool) {
         pause_before("workorder").await;
         let wo = rec.work_order.clone().expect("analysed chains carry their work order");
         let workorder_ns = wo.chain.workorder_ns;
-        let to_mes = ctx.cfg.mes.url.is_some();
+        let to_mes = ctx.settings.to_mes;
         ctx.live.update(|s| {
             if !s.work_orders.iter().any(|w| w.work_order_id == wo.work_order_id) {
                 s.work_orders.push(WorkOrderView {
@@ -513,7 +513,7 @@ fn analyse(ctx: &StationCtx, rec: &mut ChainRecord, resumed: bool) -> WorkOrder 
             rec.baseline,
         )
     } else {
-        let n = ctx.cfg.analysis.batches;
+        let n = ctx.settings.analysis.batches;
         let h = ctx.history.lock().expect("history poisoned");
         (
             h.last_batches(n)
@@ -530,8 +530,8 @@ fn analyse(ctx: &StationCtx, rec: &mut ChainRecord, resumed: bool) -> WorkOrder 
         )
     };
     let acfg = AnalysisConfig {
-        prior_rate: ctx.cfg.analysis.prior_defect_rate,
-        prior_weight_frames: ctx.cfg.analysis.prior_weight_frames,
+        prior_rate: ctx.settings.analysis.prior_defect_rate,
+        prior_weight_frames: ctx.settings.analysis.prior_weight_frames,
     };
     let analysis = analyze(
         &batches,
@@ -589,7 +589,7 @@ fn analyse(ctx: &StationCtx, rec: &mut ChainRecord, resumed: bool) -> WorkOrder 
     WorkOrder {
         envelope: ctx.publisher.envelope(workorder_ns),
         work_order_id: format!("WO-{}", rec.alert_id),
-        line: ctx.cfg.line.to_string(),
+        line: ctx.settings.line.to_string(),
         asset: ctx.asset.id.to_string(),
         cell: ctx.cell.id.to_string(),
         axis: ctx.axis.id.to_string(),

@@ -24,7 +24,9 @@ use crate::bus::outbox::Outbox;
 use crate::bus::publisher::{Publisher, flush_bus_lane};
 use crate::clock::{Clock, SystemClock};
 use crate::commands::CommandGate;
-use crate::config::{AssetConfig, AxisConfig, BusConfig, CellConfig, DerateRule, NodeConfig, StationConfig};
+use crate::config::{
+    AnalysisSettings, AssetConfig, AxisConfig, BusConfig, CellConfig, DerateRule, NodeConfig, StationConfig,
+};
 use crate::control::rings::control_rings;
 use crate::control::{AxisLimits, AxisLoop, AxisProgram, ControlRunner, ControlStats, rt};
 use crate::dashboard::{AppState, LineViews, LiveState, NodeView};
@@ -113,10 +115,35 @@ impl Topics {
     }
 }
 
+/// What a station's closed loop needs of the node's configuration (the
+/// rest of `NodeConfig` stays at the assembly in [`run`]).
+#[derive(Clone, Debug)]
+pub(crate) struct LoopSettings {
+    /// Where chain journals and analysis reports are written.
+    pub state_dir: std::path::PathBuf,
+    /// The line the work orders name.
+    pub line: LineId,
+    /// The analysis' batches and priors.
+    pub analysis: AnalysisSettings,
+    /// Work orders also go to an MES by HTTP (else: the topic only).
+    pub to_mes: bool,
+}
+
+impl LoopSettings {
+    fn of(cfg: &NodeConfig) -> Self {
+        Self {
+            state_dir: cfg.state_dir.clone(),
+            line: cfg.line.clone(),
+            analysis: cfg.analysis,
+            to_mes: cfg.mes.url.is_some(),
+        }
+    }
+}
+
 /// What one station's async tasks share: its axis, cell, asset and rule,
 /// its view, gate and topics, and the node's shared parts.
 pub(crate) struct StationCtx {
-    pub cfg: NodeConfig,
+    pub settings: LoopSettings,
     pub clock: Arc<dyn Clock>,
     pub publisher: Arc<Publisher>,
     pub metrics: Arc<Metrics>,
@@ -499,7 +526,7 @@ pub async fn run(
             s.twin.asset = st.asset.id.to_string();
         });
         ctxs.push(Arc::new(StationCtx {
-            cfg: cfg.clone(),
+            settings: LoopSettings::of(&cfg),
             clock: clock.clone(),
             publisher: publisher.clone(),
             metrics: metrics.clone(),

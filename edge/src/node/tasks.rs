@@ -492,7 +492,7 @@ pub async fn twin_task(ctx: Arc<StationCtx>, mut rx: mpsc::UnboundedReceiver<(Tw
 
 /// Write the analysis report of a work order to `<state_dir>/reports/`.
 pub(crate) fn write_report(ctx: &StationCtx, wo: &WorkOrder) {
-    let dir = ctx.cfg.state_dir.join("reports");
+    let dir = ctx.settings.state_dir.join("reports");
     let path = dir.join(format!("{}.json", wo.alert_id));
     let res = std::fs::create_dir_all(&dir).and_then(|_| {
         let text = serde_json::to_string_pretty(wo).map_err(std::io::Error::other)?;
@@ -661,7 +661,7 @@ mod tests {
                 work_order: Topic::mes_work_order(&cfg.line),
             };
             let ctx = Arc::new(StationCtx {
-                cfg: cfg.clone(),
+                settings: super::super::LoopSettings::of(&cfg),
                 clock: clock.clone(),
                 publisher,
                 station_metrics: crate::metrics::StationMetrics::new(&metrics, cell.id.as_str(), asset.id.as_str()),
