@@ -417,17 +417,20 @@ pub fn main() -> ExitCode {
                         }
                         eprintln!("triad: report written to {}", path.display());
                     }
+                    let st = &rep.stations;
                     println!(
-                        "triad: {} ran {:.1} s: {} cycles, {} overruns, jitter p99 {:.0} µs; {} frames, {} defects; {} alerts, {} work orders",
+                        "triad: {} on {} ran {:.1} s: {} cycles, {} overruns, jitter p99 {:.0} µs; {} axes: {} frames, {} defects; {} alerts, {} work orders",
                         rep.scenario,
+                        rep.axis,
                         rep.duration_s,
                         rep.control.cycles,
                         rep.control.overruns,
                         rep.control.jitter_p99_us,
-                        rep.inspection.frames,
-                        rep.inspection.defects,
-                        rep.alerts.len(),
-                        rep.work_orders.len()
+                        st.len(),
+                        st.iter().map(|s| s.frames).sum::<u64>(),
+                        st.iter().map(|s| s.defects).sum::<u64>(),
+                        st.iter().map(|s| s.alerts.len()).sum::<usize>(),
+                        st.iter().map(|s| s.work_orders.len()).sum::<usize>()
                     );
                     ExitCode::SUCCESS
                 }

@@ -1065,6 +1065,18 @@ impl FileConfig {
                 }
             }
         }
+        // Cells and assets are both model targets, addressed by id alone.
+        for (i, a) in self.assets.iter().enumerate() {
+            if self.cells.iter().any(|c| c.id == a.id) {
+                p.add(
+                    format!("assets[{i}].id"),
+                    format!(
+                        "{:?} is also a cell's id; cells and assets are both model deploy targets, named by id alone: give them different ids",
+                        a.id
+                    ),
+                );
+            }
+        }
         if self.rules.len() > MAX_RULES {
             p.add(
                 "rules",
@@ -1670,6 +1682,13 @@ mod tests {
                     "rules[2].asset: asset \"pack_01\" already has a rule",
                     "cells[2].id: \"cell_01\" is used by more than one [[cells]] entry",
                 ],
+            ),
+            // An asset named like a cell: one model target would hide the other.
+            (
+                LINE_3
+                    .replace("id = \"pack_02\"", "id = \"cell_02\"")
+                    .replace("asset = \"pack_02\"", "asset = \"cell_02\""),
+                vec!["assets[1].id: \"cell_02\" is also a cell's id"],
             ),
         ];
         for (text, needles) in cases {

@@ -23,6 +23,9 @@ pub struct NodeView {
     pub line: String,
     /// Scenario (sim).
     pub scenario: String,
+    /// The axis whose simulated plant runs the scenario's faults (the
+    /// others run nominal).
+    pub fault_axis: String,
     /// Start, ns.
     pub started_ns: i64,
     /// The node's clock when this snapshot was taken, ns.
@@ -386,33 +389,53 @@ impl LiveState {
 pub struct LineViews(pub Vec<Arc<LiveState>>);
 
 impl LineViews {
-    /// The station view that holds work order `id`.
-    fn of_work_order(&self, id: &str) -> Option<&LiveState> {
+    /// The first station's view, the node's default (an empty view for a
+    /// node without stations, which `node::run` refuses).
+    pub fn first(&self) -> Arc<LiveState> {
+        self.0.first().cloned().unwrap_or_default()
+    }
+
+    /// The view of the station with cell or asset `id` (a model target),
+    /// else the first.
+    pub fn of_target(&self, id: &str) -> Arc<LiveState> {
         self.0
             .iter()
+            .find(|v| v.update(|s| s.inspection.cell == id || s.twin.asset == id))
+            .cloned()
+            .unwrap_or_else(|| self.first())
+    }
+
+    /// The view of work order `id`: the station that lists it, else the
+    /// station of its asset (ids are `WO-<asset>-<onset ms>`: an order left
+    /// in the outbox by the last run is listed nowhere), else the first.
+    fn of_work_order(&self, id: &str) -> Arc<LiveState> {
+        if let Some(v) = self
+            .0
+            .iter()
             .find(|v| v.update(|s| s.work_orders.iter().any(|w| w.work_order_id == id)))
-            .map(|v| v.as_ref())
+        {
+            return v.clone();
+        }
+        let asset = id
+            .strip_prefix("WO-")
+            .and_then(|rest| rest.rsplit_once('-'))
+            .map_or("", |(asset, _)| asset);
+        self.of_target(asset)
     }
 
     /// The MES connector tries to deliver `id`.
     pub fn mes_attempt(&self, id: &str) {
-        if let Some(v) = self.of_work_order(id) {
-            v.mes_attempt(id)
-        }
+        self.of_work_order(id).mes_attempt(id)
     }
 
     /// The MES accepted `id`.
     pub fn mes_delivered(&self, id: &str, t_ns: i64) {
-        if let Some(v) = self.of_work_order(id) {
-            v.mes_delivered(id, t_ns)
-        }
+        self.of_work_order(id).mes_delivered(id, t_ns)
     }
 
     /// Delivery of `id` failed.
     pub fn mes_failed(&self, id: &str, why: &str, refused: bool) {
-        if let Some(v) = self.of_work_order(id) {
-            v.mes_failed(id, why, refused)
-        }
+        self.of_work_order(id).mes_failed(id, why, refused)
     }
 
     /// The view of axis `id`, or the first station's without one; `None`
@@ -491,5 +514,53 @@ impl LineView {
                 })
                 .collect(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn station(axis: &str, cell: &str, asset: &str) -> Arc<LiveState> {
+        let v = Arc::new(LiveState::default());
+        v.update(|s| {
+            s.axis.id = axis.into();
+            s.inspection.cell = cell.into();
+            s.twin.asset = asset.into();
+        });
+        v
+    }
+
+    #[test]
+    fn node_wide_reports_reach_the_station_they_concern() {
+        let views = LineViews(vec![
+            station("axis_01", "cell_01", "pack_01"),
+            station("axis_02", "cell_02", "pack-02"),
+        ]);
+        // A work order the view lists, and one left in the outbox by the
+        // last run (listed nowhere): both go to their asset's station, an
+        // asset id with a '-' in it too.
+        views.0[1].update(|s| {
+            s.work_orders.push(WorkOrderView {
+                work_order_id: "WO-pack-02-1000".into(),
+                ..Default::default()
+            })
+        });
+        views.mes_attempt("WO-pack-02-1000");
+        views.mes_delivered("WO-pack-02-900", 5);
+        let s2 = views.0[1].snapshot();
+        assert_eq!(s2.work_orders[0].attempts, 1);
+        assert!(
+            s2.events.iter().any(|e| e.text.contains("WO-pack-02-900")),
+            "{:?}",
+            s2.events
+        );
+        assert!(views.0[0].snapshot().events.is_empty());
+        // Model targets by cell or asset id; anything else on the first.
+        assert!(Arc::ptr_eq(&views.of_target("cell_02"), &views.0[1]));
+        assert!(Arc::ptr_eq(&views.of_target("pack_01"), &views.0[0]));
+        assert!(Arc::ptr_eq(&views.of_target("cell_99"), &views.0[0]));
+        assert!(Arc::ptr_eq(views.station(Some("axis_02")).unwrap(), &views.0[1]));
+        assert!(views.station(Some("axis_09")).is_none());
     }
 }

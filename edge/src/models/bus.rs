@@ -24,7 +24,7 @@ use super::checks::Refusal;
 use super::manager::{BundlePayload, ModelService};
 use crate::bus::publisher::Publisher;
 use crate::clock::Clock;
-use crate::dashboard::LiveState;
+use crate::dashboard::LineViews;
 use std::sync::Arc;
 use triad_schemas::{ModelAction, ModelRequest, Topic};
 
@@ -81,7 +81,7 @@ pub async fn serve_requests(
     publisher: Arc<Publisher>,
     topic: Topic,
     service: ModelService,
-    live: Arc<LiveState>,
+    views: LineViews,
     clock: Arc<dyn Clock>,
 ) {
     let mut sub = crate::bus::subscribe_until_it_works(
@@ -100,7 +100,7 @@ pub async fn serve_requests(
                     Ok(_) => tracing::info!(topic = %topic, "{text}"),
                     Err(e) => tracing::warn!(topic = %topic, code = e.code(), "{text}"),
                 }
-                live.event(clock.now_ns(), "model", text);
+                views.of_target(&req.target).event(clock.now_ns(), "model", text);
                 if matches!(outcome, Err(Refusal::Unavailable { .. })) {
                     // Not decided: the broker redelivers it after the restart.
                     continue;
@@ -108,7 +108,9 @@ pub async fn serve_requests(
             }
             Err(e) => {
                 tracing::warn!(topic = %topic, error = %e, "malformed model request dropped");
-                live.event(clock.now_ns(), "model", format!("malformed model request refused: {e}"));
+                views
+                    .first()
+                    .event(clock.now_ns(), "model", format!("malformed model request refused: {e}"));
             }
         }
         d.ack();

@@ -1,10 +1,13 @@
 //! The node: builds every part from the config and runs them together.
 //!
-//! Threads: control (SCHED_FIFO where permitted), sim I/O scan, inspection
-//! worker, twin (nice 10). Async tasks on a tokio runtime: telemetry pump,
-//! results, twin events and the closed loop, publishers, outbox flusher, MES
-//! connector, command consumer, dashboard. [`run`] returns a [`RunReport`]
-//! when the duration is over or the shutdown future resolves.
+//! Every `[[axes]]` entry is a station (`station`): its axis program in the
+//! one control thread (SCHED_FIFO where permitted), its driver in the one
+//! I/O scan (`triad-io`), an inspection worker per cell (`triad-insp-<i>`),
+//! a twin per asset (`triad-twin-<i>`, nice 10), and its async tasks
+//! (telemetry pump, results, twin events and the closed loop, command
+//! consumer). The node's own tasks on the tokio runtime: publishers, outbox
+//! flusher, MES connector, model requests, dashboard. [`run`] returns a
+//! [`RunReport`] when the duration is over or the shutdown future resolves.
 //!
 //! The closed loop runs as journaled steps (`chain`): a stop waits for the
 //! chains in flight (at most [`CHAIN_STOP_BUDGET`]) while the control thread
@@ -14,32 +17,33 @@
 mod chain;
 pub mod models;
 pub mod report;
+mod station;
 mod survey;
 mod tasks;
 pub mod threads;
+
+#[cfg(test)]
+pub(crate) use station::LoopSettings;
+pub(crate) use station::{StationCtx, Topics};
 
 use crate::bus::Bus;
 use crate::bus::embedded::EmbeddedBus;
 use crate::bus::outbox::Outbox;
 use crate::bus::publisher::{Publisher, flush_bus_lane};
 use crate::clock::{Clock, SystemClock};
-use crate::commands::CommandGate;
-use crate::config::{
-    AnalysisSettings, AssetConfig, AxisConfig, BusConfig, CellConfig, DerateRule, NodeConfig, StationConfig,
-};
+use crate::config::{AxisConfig, BusConfig, NodeConfig, StationConfig};
 use crate::control::rings::control_rings;
 use crate::control::{AxisLimits, AxisLoop, AxisProgram, ControlRunner, ControlStats, rt};
-use crate::dashboard::{AppState, LineViews, LiveState, NodeView};
-use crate::metrics::{Metrics, StationMetrics};
+use crate::dashboard::{AppState, LineViews, LiveState};
+use crate::metrics::Metrics;
 use crate::node::report::RunReport;
 use crate::scenario::Scenario;
 use anyhow::Context;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use threads::IoStats;
 
 /// How long an orderly stop waits for closed-loop chains in flight.
 pub const CHAIN_STOP_BUDGET: Duration = Duration::from_secs(5);
@@ -59,12 +63,9 @@ pub async fn stop_signal() -> &'static str {
         }
     }
 }
-use tokio::sync::{mpsc, watch};
-use triad_hw::sim::{PlantParams, SimCamera, SimCameraConfig, SimLine};
-use triad_inspect::history::ResultHistory;
+use tokio::sync::watch;
 use triad_schemas::Topic;
-use triad_schemas::ids::{AxisId, LineId};
-use triad_twin::{Twin, TwinConfig};
+use triad_schemas::ids::AxisId;
 
 /// How to run.
 #[derive(Clone, Debug)]
@@ -78,95 +79,6 @@ pub struct RunOptions {
     pub duration: Option<Duration>,
     /// Dashboard address override.
     pub listen: Option<SocketAddr>,
-}
-
-/// Topics of one station: its axis, cell and asset, and the line's work
-/// orders.
-pub(crate) struct Topics {
-    pub command: Topic,
-    pub control_state: Topic,
-    pub inspection: Topic,
-    pub twin_status: Topic,
-    pub twin_alert: Topic,
-    pub work_order: Topic,
-}
-
-impl Topics {
-    fn of(line: &LineId, st: &StationConfig) -> Self {
-        Self {
-            command: Topic::control_command(&st.axis.id),
-            control_state: Topic::control_state(&st.axis.id),
-            inspection: Topic::inspection_result(&st.cell.id),
-            twin_status: Topic::twin_status(&st.asset.id),
-            twin_alert: Topic::twin_alert(&st.asset.id),
-            work_order: Topic::mes_work_order(line),
-        }
-    }
-
-    /// The topics this station publishes on.
-    fn published(&self) -> [Topic; 5] {
-        [
-            self.control_state.clone(),
-            self.inspection.clone(),
-            self.twin_status.clone(),
-            self.twin_alert.clone(),
-            self.work_order.clone(),
-        ]
-    }
-}
-
-/// What a station's closed loop needs of the node's configuration (the
-/// rest of `NodeConfig` stays at the assembly in [`run`]).
-#[derive(Clone, Debug)]
-pub(crate) struct LoopSettings {
-    /// Where chain journals and analysis reports are written.
-    pub state_dir: std::path::PathBuf,
-    /// The line the work orders name.
-    pub line: LineId,
-    /// The analysis' batches and priors.
-    pub analysis: AnalysisSettings,
-    /// Work orders also go to an MES by HTTP (else: the topic only).
-    pub to_mes: bool,
-}
-
-impl LoopSettings {
-    fn of(cfg: &NodeConfig) -> Self {
-        Self {
-            state_dir: cfg.state_dir.clone(),
-            line: cfg.line.clone(),
-            analysis: cfg.analysis,
-            to_mes: cfg.mes.url.is_some(),
-        }
-    }
-}
-
-/// What one station's async tasks share: its axis, cell, asset and rule,
-/// its view, gate and topics, and the node's shared parts.
-pub(crate) struct StationCtx {
-    pub settings: LoopSettings,
-    pub clock: Arc<dyn Clock>,
-    pub publisher: Arc<Publisher>,
-    pub metrics: Arc<Metrics>,
-    /// This station's handles into the labelled metric families.
-    pub station_metrics: StationMetrics,
-    pub live: Arc<LiveState>,
-    pub gate: Arc<CommandGate>,
-    pub history: Arc<Mutex<ResultHistory>>,
-    pub control_stats: Arc<ControlStats>,
-    pub io_stats: Arc<IoStats>,
-    pub axis: AxisConfig,
-    pub cell: CellConfig,
-    pub asset: AssetConfig,
-    pub rule: Option<DerateRule>,
-    pub topics: Topics,
-    /// Closed-loop chains in flight, on every station.
-    pub chains: Arc<chain::ChainTracker>,
-    /// The node is stopping (a derate the control thread no longer answers
-    /// is left to the next start).
-    pub stopping: Arc<AtomicBool>,
-    /// The first station: its pump also counts the node's control and
-    /// outbox figures.
-    pub primary: bool,
 }
 
 /// Build the configured bus backend. It connects in the background: the
@@ -361,12 +273,6 @@ fn start_control(
     ))
 }
 
-/// A station's worker threads: its cell's inspection and its asset's twin.
-struct StationThreads {
-    inspection: std::thread::JoinHandle<()>,
-    twin: std::thread::JoinHandle<()>,
-}
-
 /// Run the line the configuration describes, on the simulated plant, with
 /// the closed loop, until `duration` passes or `shutdown` resolves, and
 /// return the run's report. Every `[[axes]]` entry is a station with its
@@ -430,122 +336,36 @@ pub async fn run(
 
     let (control, endpoints) = start_control(&cfg, &stations, &clock)?;
 
-    // Per station: the simulated plant (one I/O scan for all), the camera
-    // and its inspection worker, the twin.
+    // Per station: its driver (one I/O scan for all), its camera and
+    // inspection worker, its twin, its view, gate and context.
     let stop_io = Arc::new(AtomicBool::new(false));
     let stop_insp = Arc::new(AtomicBool::new(false));
     let chains = Arc::new(chain::ChainTracker::default());
     let stopping = Arc::new(AtomicBool::new(false));
+    let common = station::Common {
+        cfg: &cfg,
+        clock: &clock,
+        publisher: &publisher,
+        metrics: &metrics,
+        command_auth: &models.command_auth,
+        chains: &chains,
+        stopping: &stopping,
+        stop_inspection: &stop_insp,
+        control: &control.stats,
+        rt_text: &control.rt_text,
+        bus_backend: bus.backend(),
+        scenario: &opts.scenario,
+        fault_index,
+        fault_axis: stations[fault_index].axis.id.as_str(),
+        started_ns,
+    };
     let mut plants = Vec::with_capacity(stations.len());
-    let mut threads = Vec::with_capacity(stations.len());
-    let mut ctxs = Vec::with_capacity(stations.len());
-    let mut wiring = Vec::with_capacity(stations.len());
+    let mut parts = Vec::with_capacity(stations.len());
     let sides = std::mem::take(&mut models.stations);
-    for (i, ((st, ends), (worker, twin_models))) in stations.iter().zip(endpoints).zip(sides).enumerate() {
-        let seed = cfg.sim_seed.wrapping_add(i as u64);
-        let faults = if i == fault_index {
-            opts.scenario.faults.clone()
-        } else {
-            Vec::new()
-        };
-        let line = SimLine::warm(
-            PlantParams::default(),
-            seed,
-            faults,
-            if st.axis.start_running {
-                st.axis.nominal_ppm
-            } else {
-                0.0
-            },
-        );
-        let io_stats = Arc::new(IoStats::default());
-        let (weld_tx, weld_rx) = rtrb::RingBuffer::new(1024);
-        plants.push(threads::AxisIo {
-            io: Box::new(line),
-            inputs: ends.inputs,
-            outputs: ends.outputs,
-            triggers: weld_tx,
-            stats: io_stats.clone(),
-        });
-
-        let (res_tx, res_rx) = mpsc::channel(1024);
-        let camera: Box<dyn triad_hw::Camera> = Box::new(SimCamera::new(SimCameraConfig {
-            seed,
-            ..SimCameraConfig::default()
-        }));
-        let inspection = {
-            let (stop, clock) = (stop_insp.clone(), clock.clone());
-            std::thread::Builder::new()
-                .name(format!("triad-insp-{i}"))
-                .spawn(move || threads::run_inspection(camera, worker, weld_rx, res_tx, clock, stop))?
-        };
-        let twin_cfg = TwinConfig {
-            band_c: st.asset.band_c,
-            deadband_c: st.asset.deadband_c,
-            persist_ns: st.asset.persistence.as_nanos() as i64,
-            clear_ns: st.asset.clear.as_nanos() as i64,
-            ..TwinConfig::default()
-        };
-        let (twin_tx, twin_rx) = std::sync::mpsc::channel();
-        let (step_tx, step_rx) = mpsc::unbounded_channel();
-        let twin = std::thread::Builder::new()
-            .name(format!("triad-twin-{i}"))
-            .spawn(move || threads::run_twin(Twin::new(twin_cfg, twin_models), twin_rx, step_tx))?;
-        threads.push(StationThreads { inspection, twin });
-
-        let gate = Arc::new(
-            CommandGate::new(
-                st.axis.id.to_string(),
-                st.axis.min_ppm,
-                st.axis.max_ppm,
-                ends.requests,
-                metrics.clone(),
-            )
-            .with_auth(models.command_auth.clone()),
-        );
-        let live = lives[i].clone();
-        live.update(|s| {
-            s.node = NodeView {
-                id: cfg.node.to_string(),
-                version: env!("CARGO_PKG_VERSION").into(),
-                line: cfg.line.to_string(),
-                scenario: if i == fault_index {
-                    opts.scenario.name.into()
-                } else {
-                    "nominal".into()
-                },
-                started_ns,
-                now_ns: started_ns,
-                clock: format!("{} ({:?})", clock.name(), clock.status().state),
-                bus: bus.backend().into(),
-            };
-            s.control.rt = control.rt_text.clone();
-            s.control.cycle_us = cfg.control.cycle.as_micros() as u64;
-            s.axis.id = st.axis.id.to_string();
-            s.inspection.cell = st.cell.id.to_string();
-            s.twin.asset = st.asset.id.to_string();
-        });
-        ctxs.push(Arc::new(StationCtx {
-            settings: LoopSettings::of(&cfg),
-            clock: clock.clone(),
-            publisher: publisher.clone(),
-            metrics: metrics.clone(),
-            station_metrics: StationMetrics::new(&metrics, st.cell.id.as_str(), st.asset.id.as_str()),
-            live,
-            gate,
-            history: Arc::new(Mutex::new(ResultHistory::new(512))),
-            control_stats: control.stats.clone(),
-            io_stats,
-            axis: st.axis.clone(),
-            cell: st.cell.clone(),
-            asset: st.asset.clone(),
-            rule: st.rule.clone(),
-            topics: Topics::of(&cfg.line, st),
-            chains: chains.clone(),
-            stopping: stopping.clone(),
-            primary: i == 0,
-        }));
-        wiring.push((ends.telemetry, twin_tx, res_rx, step_rx));
+    for (i, ((st, ends), side)) in stations.iter().zip(endpoints).zip(sides).enumerate() {
+        let (io, part) = station::build(i, st, ends, side, lives[i].clone(), &common)?;
+        plants.push(io);
+        parts.push(part);
     }
     let io_thread = {
         let (stop, clock) = (stop_io.clone(), clock.clone());
@@ -557,31 +377,15 @@ pub async fn run(
 
     // Async tasks, per station, then the node's.
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mut station_tasks = Vec::with_capacity(ctxs.len());
-    for (ctx, (telemetry, twin_tx, res_rx, step_rx)) in ctxs.iter().zip(wiring) {
-        let (state_tx, state_rx) = watch::channel(None);
-        let pump = tokio::spawn(tasks::telemetry_pump(
-            ctx.clone(),
-            telemetry,
-            twin_tx,
-            state_tx,
-            stop_rx.clone(),
-        ));
-        tokio::spawn(tasks::publish_latest(
-            ctx.clone(),
-            ctx.topics.control_state.clone(),
-            state_rx,
-        ));
-        let results = tokio::spawn(tasks::results_task(ctx.clone(), res_rx));
-        let twin_events = tokio::spawn(tasks::twin_task(ctx.clone(), step_rx));
-        let commands = tokio::spawn(tasks::command_consumer(ctx.clone()));
-        station_tasks.push((pump, results, twin_events, commands));
-    }
+    let (ctxs, mut running): (Vec<_>, Vec<_>) = parts
+        .into_iter()
+        .map(|p| (p.ctx.clone(), p.spawn(stop_rx.clone())))
+        .unzip();
     tokio::spawn(crate::models::bus::serve_requests(
         publisher.clone(),
         Topic::model_request(&cfg.node),
         models.service.clone(),
-        lives[0].clone(),
+        LineViews(lives.clone()),
         clock.clone(),
     ));
     let flusher = tokio::spawn(flush_bus_lane(
@@ -662,25 +466,20 @@ pub async fn run(
     stop_io.store(true, Relaxed);
     let _ = io_thread.join();
     stop_insp.store(true, Relaxed);
-    let mut twins = Vec::with_capacity(threads.len());
-    for t in threads {
-        let _ = t.inspection.join();
-        twins.push(t.twin);
+    for r in &mut running {
+        r.join_inspection();
     }
     models.service.stop();
-    // Bounded: a producer held back by a failing disk must not hold the stop.
-    let bound = Duration::from_secs(3);
-    let mut rest = Vec::with_capacity(station_tasks.len());
-    for (pump, results, twin_events, commands) in station_tasks {
-        let _ = tokio::time::timeout(bound, results).await;
-        rest.push((pump, twin_events, commands));
+    // Bounded, once for all stations: a producer held back by a failing
+    // disk must not hold the stop.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    for r in &mut running {
+        r.results_drained(deadline).await;
     }
     let _ = stop_tx.send(true);
-    for ((pump, twin_events, commands), twin) in rest.into_iter().zip(twins) {
-        let _ = tokio::time::timeout(bound, pump).await;
-        let _ = twin.join();
-        let _ = tokio::time::timeout(bound, twin_events).await;
-        commands.abort();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    for r in running {
+        r.stop(deadline).await;
     }
     // Chains the last twin steps raised: what cannot finish is journaled.
     let _ = chains.wait_idle(Duration::from_secs(2)).await;

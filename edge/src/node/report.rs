@@ -210,7 +210,11 @@ impl StationReport {
             axis: snap.axis.id.clone(),
             cell: snap.inspection.cell.clone(),
             asset: snap.twin.asset.clone(),
-            scenario: snap.node.scenario.clone(),
+            scenario: if snap.node.fault_axis == snap.axis.id {
+                snap.node.scenario.clone()
+            } else {
+                "nominal".into()
+            },
             mode: snap.axis.mode.clone(),
             ppm_setpoint: snap.axis.ppm_setpoint,
             safe_state_reason: snap.axis.safe_state_reason.clone(),

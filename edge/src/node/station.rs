@@ -1,0 +1,342 @@
+//! One station of the line: an axis with its cell, asset and rule
+//! ([`StationConfig`]). [`build`] makes its driver, camera, inspection
+//! worker, twin thread, command gate and context; [`StationParts::spawn`]
+//! starts its async tasks; [`Running`] stops them in the node's order.
+
+use super::threads::{self, AxisIo, InspectionOutcome, IoStats};
+use super::{chain, tasks};
+use crate::bus::publisher::Publisher;
+use crate::clock::Clock;
+use crate::commands::{CommandAuth, CommandGate};
+use crate::config::{AnalysisSettings, AssetConfig, AxisConfig, CellConfig, DerateRule, NodeConfig, StationConfig};
+use crate::control::rings::ControlEndpoints;
+use crate::control::{ControlStats, ControlTelemetry};
+use crate::dashboard::{LiveState, NodeView};
+use crate::metrics::{Metrics, StationMetrics};
+use crate::models::slot::WorkerModels;
+use crate::models::twin::TwinModels;
+use crate::scenario::Scenario;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use triad_hw::sim::{PlantParams, SimCamera, SimCameraConfig, SimLine};
+use triad_inspect::history::ResultHistory;
+use triad_schemas::Topic;
+use triad_schemas::ids::LineId;
+use triad_twin::{Twin, TwinConfig, TwinSample, TwinStep};
+
+/// Topics of one station: its axis, cell and asset, and the line's work
+/// orders.
+pub(crate) struct Topics {
+    pub command: Topic,
+    pub control_state: Topic,
+    pub inspection: Topic,
+    pub twin_status: Topic,
+    pub twin_alert: Topic,
+    pub work_order: Topic,
+}
+
+impl Topics {
+    pub(crate) fn of(line: &LineId, st: &StationConfig) -> Self {
+        Self {
+            command: Topic::control_command(&st.axis.id),
+            control_state: Topic::control_state(&st.axis.id),
+            inspection: Topic::inspection_result(&st.cell.id),
+            twin_status: Topic::twin_status(&st.asset.id),
+            twin_alert: Topic::twin_alert(&st.asset.id),
+            work_order: Topic::mes_work_order(line),
+        }
+    }
+
+    /// The topics this station publishes on.
+    pub(crate) fn published(&self) -> [Topic; 5] {
+        [
+            self.control_state.clone(),
+            self.inspection.clone(),
+            self.twin_status.clone(),
+            self.twin_alert.clone(),
+            self.work_order.clone(),
+        ]
+    }
+}
+
+/// What a station's closed loop needs of the node's configuration (the
+/// rest of `NodeConfig` stays at the assembly in [`run`]).
+#[derive(Clone, Debug)]
+pub(crate) struct LoopSettings {
+    /// Where chain journals and analysis reports are written.
+    pub state_dir: std::path::PathBuf,
+    /// The line the work orders name.
+    pub line: LineId,
+    /// The analysis' batches and priors.
+    pub analysis: AnalysisSettings,
+    /// Work orders also go to an MES by HTTP (else: the topic only).
+    pub to_mes: bool,
+}
+
+impl LoopSettings {
+    pub(crate) fn of(cfg: &NodeConfig) -> Self {
+        Self {
+            state_dir: cfg.state_dir.clone(),
+            line: cfg.line.clone(),
+            analysis: cfg.analysis,
+            to_mes: cfg.mes.url.is_some(),
+        }
+    }
+}
+
+/// What one station's async tasks share: its axis, cell, asset and rule,
+/// its view, gate and topics, and the node's shared parts.
+pub(crate) struct StationCtx {
+    pub settings: LoopSettings,
+    pub clock: Arc<dyn Clock>,
+    pub publisher: Arc<Publisher>,
+    pub metrics: Arc<Metrics>,
+    /// This station's handles into the labelled metric families.
+    pub station_metrics: StationMetrics,
+    pub live: Arc<LiveState>,
+    pub gate: Arc<CommandGate>,
+    pub history: Arc<Mutex<ResultHistory>>,
+    pub control_stats: Arc<ControlStats>,
+    pub io_stats: Arc<IoStats>,
+    pub axis: AxisConfig,
+    pub cell: CellConfig,
+    pub asset: AssetConfig,
+    pub rule: Option<DerateRule>,
+    pub topics: Topics,
+    /// Closed-loop chains in flight, on every station.
+    pub chains: Arc<chain::ChainTracker>,
+    /// The node is stopping (a derate the control thread no longer answers
+    /// is left to the next start).
+    pub stopping: Arc<AtomicBool>,
+    /// The first station: its pump also counts the node's control and
+    /// outbox figures.
+    pub primary: bool,
+}
+
+/// The node's parts every station is built with.
+pub(crate) struct Common<'a> {
+    pub cfg: &'a NodeConfig,
+    pub clock: &'a Arc<dyn Clock>,
+    pub publisher: &'a Arc<Publisher>,
+    pub metrics: &'a Arc<Metrics>,
+    pub command_auth: &'a Arc<CommandAuth>,
+    pub chains: &'a Arc<chain::ChainTracker>,
+    pub stopping: &'a Arc<AtomicBool>,
+    pub stop_inspection: &'a Arc<AtomicBool>,
+    pub control: &'a Arc<ControlStats>,
+    pub rt_text: &'a str,
+    pub bus_backend: &'a str,
+    pub scenario: &'a Scenario,
+    /// The station whose plant gets the scenario's faults, and its axis.
+    pub fault_index: usize,
+    pub fault_axis: &'a str,
+    pub started_ns: i64,
+}
+
+/// A built station, its threads running, its async tasks not yet started.
+pub(crate) struct StationParts {
+    pub ctx: Arc<StationCtx>,
+    inspection: std::thread::JoinHandle<()>,
+    twin: std::thread::JoinHandle<()>,
+    telemetry: rtrb::Consumer<ControlTelemetry>,
+    twin_tx: std::sync::mpsc::Sender<TwinSample>,
+    results: mpsc::Receiver<InspectionOutcome>,
+    steps: mpsc::UnboundedReceiver<(TwinStep, Arc<str>)>,
+}
+
+/// Build station `i`: its simulated plant (returned for the node's one I/O
+/// scan; seeded `[sim] seed + i`, the scenario's faults only on the fault
+/// station), its camera and inspection worker, its twin thread, its command
+/// gate on the control thread's request ring, its dashboard view `live`.
+pub(crate) fn build(
+    i: usize,
+    st: &StationConfig,
+    ends: ControlEndpoints,
+    (worker, twin_models): (WorkerModels, TwinModels),
+    live: Arc<LiveState>,
+    c: &Common<'_>,
+) -> anyhow::Result<(AxisIo, StationParts)> {
+    let seed = c.cfg.sim_seed.wrapping_add(i as u64);
+    let faults = if i == c.fault_index {
+        c.scenario.faults.clone()
+    } else {
+        Vec::new()
+    };
+    let start_ppm = if st.axis.start_running {
+        st.axis.nominal_ppm
+    } else {
+        0.0
+    };
+    let line = SimLine::warm(PlantParams::default(), seed, faults, start_ppm);
+    let io_stats = Arc::new(IoStats::default());
+    let (trigger_tx, trigger_rx) = rtrb::RingBuffer::new(1024);
+    let io = AxisIo {
+        io: Box::new(line),
+        inputs: ends.inputs,
+        outputs: ends.outputs,
+        triggers: trigger_tx,
+        stats: io_stats.clone(),
+    };
+
+    let (res_tx, results) = mpsc::channel(1024);
+    let camera: Box<dyn triad_hw::Camera> = Box::new(SimCamera::new(SimCameraConfig {
+        seed,
+        ..SimCameraConfig::default()
+    }));
+    let inspection = {
+        let (stop, clock) = (c.stop_inspection.clone(), c.clock.clone());
+        std::thread::Builder::new()
+            .name(format!("triad-insp-{i}"))
+            .spawn(move || threads::run_inspection(camera, worker, trigger_rx, res_tx, clock, stop))?
+    };
+    let twin_cfg = TwinConfig {
+        band_c: st.asset.band_c,
+        deadband_c: st.asset.deadband_c,
+        persist_ns: st.asset.persistence.as_nanos() as i64,
+        clear_ns: st.asset.clear.as_nanos() as i64,
+        ..TwinConfig::default()
+    };
+    let (twin_tx, twin_rx) = std::sync::mpsc::channel();
+    let (step_tx, steps) = mpsc::unbounded_channel();
+    let twin = std::thread::Builder::new()
+        .name(format!("triad-twin-{i}"))
+        .spawn(move || threads::run_twin(Twin::new(twin_cfg, twin_models), twin_rx, step_tx))?;
+
+    let gate = Arc::new(
+        CommandGate::new(
+            st.axis.id.to_string(),
+            st.axis.min_ppm,
+            st.axis.max_ppm,
+            ends.requests,
+            c.metrics.clone(),
+        )
+        .with_auth(c.command_auth.clone()),
+    );
+    live.update(|s| {
+        s.node = NodeView {
+            id: c.cfg.node.to_string(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            line: c.cfg.line.to_string(),
+            scenario: c.scenario.name.into(),
+            fault_axis: c.fault_axis.into(),
+            started_ns: c.started_ns,
+            now_ns: c.started_ns,
+            clock: format!("{} ({:?})", c.clock.name(), c.clock.status().state),
+            bus: c.bus_backend.into(),
+        };
+        s.control.rt = c.rt_text.into();
+        s.control.cycle_us = c.cfg.control.cycle.as_micros() as u64;
+        s.axis.id = st.axis.id.to_string();
+        s.inspection.cell = st.cell.id.to_string();
+        s.twin.asset = st.asset.id.to_string();
+    });
+    let ctx = Arc::new(StationCtx {
+        settings: LoopSettings::of(c.cfg),
+        clock: c.clock.clone(),
+        publisher: c.publisher.clone(),
+        metrics: c.metrics.clone(),
+        station_metrics: StationMetrics::new(c.metrics, st.cell.id.as_str(), st.asset.id.as_str()),
+        live,
+        gate,
+        history: Arc::new(Mutex::new(ResultHistory::new(512))),
+        control_stats: c.control.clone(),
+        io_stats,
+        axis: st.axis.clone(),
+        cell: st.cell.clone(),
+        asset: st.asset.clone(),
+        rule: st.rule.clone(),
+        topics: Topics::of(&c.cfg.line, st),
+        chains: c.chains.clone(),
+        stopping: c.stopping.clone(),
+        primary: i == 0,
+    });
+    Ok((
+        io,
+        StationParts {
+            ctx,
+            inspection,
+            twin,
+            telemetry: ends.telemetry,
+            twin_tx,
+            results,
+            steps,
+        },
+    ))
+}
+
+impl StationParts {
+    /// Start the station's async tasks: telemetry pump (until `stop`),
+    /// state publisher, results, twin events and the closed loop, external
+    /// commands.
+    pub(crate) fn spawn(self, stop: watch::Receiver<bool>) -> Running {
+        let ctx = self.ctx;
+        let (state_tx, state_rx) = watch::channel(None);
+        let pump = tokio::spawn(tasks::telemetry_pump(
+            ctx.clone(),
+            self.telemetry,
+            self.twin_tx,
+            state_tx,
+            stop,
+        ));
+        tokio::spawn(tasks::publish_latest(
+            ctx.clone(),
+            ctx.topics.control_state.clone(),
+            state_rx,
+        ));
+        Running {
+            results: Some(tokio::spawn(tasks::results_task(ctx.clone(), self.results))),
+            twin_events: tokio::spawn(tasks::twin_task(ctx.clone(), self.steps)),
+            commands: tokio::spawn(tasks::command_consumer(ctx)),
+            pump,
+            inspection: Some(self.inspection),
+            twin: self.twin,
+        }
+    }
+}
+
+/// A station's running threads and tasks, stopped in the node's order.
+pub(crate) struct Running {
+    pump: JoinHandle<()>,
+    results: Option<JoinHandle<()>>,
+    twin_events: JoinHandle<()>,
+    commands: JoinHandle<()>,
+    inspection: Option<std::thread::JoinHandle<()>>,
+    twin: std::thread::JoinHandle<()>,
+}
+
+impl Running {
+    /// After the node set the inspection stop flag: wait for the worker to
+    /// finish the frames it holds.
+    pub(crate) fn join_inspection(&mut self) {
+        if let Some(t) = self.inspection.take() {
+            let _ = t.join();
+        }
+    }
+
+    /// Wait until every result of the cell is published, at most until
+    /// `deadline` (one deadline for every station: a producer held back by
+    /// a failing disk must not hold the stop once per station).
+    pub(crate) async fn results_drained(&mut self, deadline: tokio::time::Instant) {
+        if let Some(r) = self.results.take() {
+            let _ = tokio::time::timeout_at(deadline, r).await;
+        }
+    }
+
+    /// After the node signalled its tasks to stop: the pump ends (at the
+    /// deadline it is aborted), which closes the twin's samples, so the
+    /// twin thread ends; its last steps are handled until the deadline; the
+    /// command consumer is dropped.
+    pub(crate) async fn stop(mut self, deadline: tokio::time::Instant) {
+        if tokio::time::timeout_at(deadline, &mut self.pump).await.is_err() {
+            self.pump.abort();
+            let _ = (&mut self.pump).await;
+        }
+        let _ = self.twin.join();
+        if tokio::time::timeout_at(deadline, &mut self.twin_events).await.is_err() {
+            self.twin_events.abort();
+        }
+        self.commands.abort();
+    }
+}
