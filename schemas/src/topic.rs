@@ -9,7 +9,7 @@
 //! | `insp/<cell>/result` | `InspectionResult` | [`QosClass::OrderedAtLeastOnce`] |
 //! | `dtwin/<asset>/status` | `TwinStatus` | [`QosClass::Compacted`] |
 //! | `dtwin/<asset>/alert` | `TwinAlert` | [`QosClass::AtLeastOnce`] |
-//! | `mes/<line>/workorder` | `WorkOrder` | [`QosClass::AtLeastOnce`] |
+//! | `mes/<line>/workorder` | `WorkOrder` | [`QosClass::AtLeastOnce`], written by every node of the line |
 //! | `audit/<node>/event` | `AuditEvent` | [`QosClass::AtLeastOnce`] |
 //! | `models/<node>/request` | `ModelRequest` | [`QosClass::SignedRequest`] |
 //!
@@ -139,6 +139,14 @@ impl TopicFamily {
         }
     }
 
+    /// Is the topic written by every node of a line (`mes/<line>/workorder`)
+    /// rather than by the one node that owns its axis, cell, asset or node
+    /// id? Such a topic takes several producers; each node finds its own
+    /// last message by the envelope's `node`.
+    pub fn shared_by_nodes(self) -> bool {
+        matches!(self, TopicFamily::MesWorkOrder)
+    }
+
     /// QoS class.
     pub fn qos(self) -> QosClass {
         match self {
@@ -236,6 +244,10 @@ impl Topic {
     /// QoS class.
     pub fn qos(&self) -> QosClass {
         self.family().qos()
+    }
+    /// Written by every node of a line (see [`TopicFamily::shared_by_nodes`]).
+    pub fn shared_by_nodes(&self) -> bool {
+        self.family().shared_by_nodes()
     }
     /// The id part.
     pub fn id(&self) -> &str {

@@ -3,7 +3,8 @@
 //! with its Avro schema support) reads what the node publishes, field for
 //! field, and the node reads what that client publishes; incompatible
 //! schemas are refused; 10 000 inspection results survive a broker SIGKILL and
-//! a node SIGKILL, exactly once and in order.
+//! a node SIGKILL, exactly once and in order; two nodes of one line share the
+//! broker and its work-order topic.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -120,6 +121,86 @@ async fn the_closed_loop_over_pulsar_is_read_field_for_field_by_the_python_clien
         None,
     ));
     assert!(state.iter().any(|s| s.mode == triad_schemas::AxisMode::Derated));
+}
+
+/// Two nodes with their own ids and stations on one line and one broker:
+/// each publishes on its own control, inspection and twin topics, both
+/// write the line's work-order topic (a shared producer each), and one
+/// subscription reads both work orders, each once with its node's sequence;
+/// a restarted node goes on with its own sequence past the other's message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_of_one_line_share_the_broker_and_its_work_order_topic() {
+    let _serial = node_lock().await;
+    let (service, admin) = pulsar_env();
+    let line = unique("l");
+    let bus = triad_tests::pulsar_bus(&service, &admin, &[]);
+    let mes = RecordingMes::start("127.0.0.1:0".parse().unwrap(), vec![]).await;
+    let url = mes.url();
+    let node = |tag: &str| {
+        let id = unique(tag);
+        let dir = TempDir::new(&format!("pulsar-two-{tag}"));
+        let cfg = dir.path().join("triad.toml");
+        let text = unique_config(&id, &bus).replace(&format!("\"line_{id}\""), &format!("\"line_{line}\""));
+        std::fs::write(&cfg, text).unwrap();
+        (id, dir, cfg)
+    };
+    let (a, dir_a, cfg_a) = node("a");
+    let (b, dir_b, cfg_b) = node("b");
+    let run = |dir: &TempDir, cfg: &std::path::Path, scenario: &'static str| {
+        let (dir, cfg, url) = (dir.path().to_path_buf(), cfg.to_path_buf(), url.clone());
+        async move {
+            triad_tests::run_scenario(
+                scenario,
+                "20s",
+                &dir,
+                &["--config", cfg.to_str().unwrap(), "--mes-url", &url],
+            )
+            .await
+        }
+    };
+    let (ra, rb) = tokio::join!(run(&dir_a, &cfg_a, "weld-drift"), run(&dir_b, &cfg_b, "weld-drift"));
+    for r in [&ra, &rb] {
+        assert_eq!(r["outbox_pending_bus"], 0, "everything reached the broker: {r}");
+        assert_eq!(r["work_orders"].as_array().unwrap().len(), 1, "{r}");
+    }
+    let topic = format!("persistent://public/default/mes.line_{line}.workorder");
+    let wos: Vec<WorkOrder> = same_fields(&pulsar_read(&service, &topic, "work_order.avsc", Some(2), None));
+    let mut seen: Vec<(String, i64, String)> = wos
+        .iter()
+        .map(|w| (w.envelope.node.clone(), w.envelope.sequence, w.asset.clone()))
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        vec![
+            (format!("edge-{a}"), 1, format!("pack_{a}")),
+            (format!("edge-{b}"), 1, format!("pack_{b}")),
+        ],
+        "one subscription reads both nodes' work orders, once each"
+    );
+    // Each node's own topics carry only its own messages.
+    let alerts: Vec<TwinAlert> = same_fields(&pulsar_read(
+        &service,
+        &format!("persistent://public/default/dtwin.pack_{b}.alert"),
+        "twin_alert.avsc",
+        Some(1),
+        None,
+    ));
+    assert!(alerts.iter().all(|x| x.envelope.node == format!("edge-{b}")));
+
+    // Node a again, on its state: its next work order is its sequence 2,
+    // whatever node wrote the topic's last message.
+    let again = run(&dir_a, &cfg_a, "weld-drift").await;
+    assert_eq!(again["outbox_pending_bus"], 0, "{again}");
+    let wos: Vec<WorkOrder> = same_fields(&pulsar_read(&service, &topic, "work_order.avsc", Some(3), None));
+    let mut of_a: Vec<i64> = wos
+        .iter()
+        .filter(|w| w.envelope.node == format!("edge-{a}"))
+        .map(|w| w.envelope.sequence)
+        .collect();
+    of_a.sort();
+    assert_eq!(of_a, vec![1, 2], "node a's work orders on the line topic");
+    assert_eq!(mes.received().len(), 3, "the MES got every work order once");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -23,6 +23,9 @@
 //!   (admin `examinemessage`) and skips every outbox entry whose envelope
 //!   sequence is already there. Messages are persisted in order and the
 //!   producer is exclusive, so "the last one" identifies everything before it.
+//!   The one topic every node of a line writes (`mes/<line>/workorder`) takes
+//!   a shared producer instead; there the node looks back for the last
+//!   message whose envelope names it (at most [`SHARED_TOPIC_LOOKBACK`]).
 //!   Broker deduplication stays enabled on the namespace for pulsar-rs's own
 //!   in-session resends.
 //! - **Drop anywhere**: pulsar-rs spawns a task from the `Drop` of every
@@ -209,6 +212,11 @@ fn unavailable(detail: impl Into<String>) -> BusError {
 fn admin_err(e: AdminError) -> BusError {
     unavailable(e.to_string())
 }
+
+/// How many messages back a node looks for its own last one on a topic
+/// every node of a line writes (each look is one admin call, made only when
+/// a producer is (re)created or a send failed).
+pub const SHARED_TOPIC_LOOKBACK: u32 = 256;
 
 impl PulsarBus {
     /// A bus for `cfg`. Does not connect yet; [`PulsarBus::connect`] does.
@@ -428,8 +436,14 @@ impl PulsarBus {
             schema: Some(schema),
             batch_size: None,
             // Exclusive: one producer per durable topic, which the last-message
-            // check relies on.
-            access_mode: if qos.durable() { Some(1) } else { None },
+            // check relies on. A topic every node of a line writes
+            // (`mes/<line>/workorder`) is shared: the check looks for this
+            // node's last message there ([`Self::resync`]).
+            access_mode: if qos.durable() && !topic.shared_by_nodes() {
+                Some(1)
+            } else {
+                None
+            },
             block_queue_if_full: true,
             ..Default::default()
         };
@@ -477,26 +491,45 @@ impl PulsarBus {
         Ok(())
     }
 
-    async fn resync(&self, topic: &Topic, st: &mut TopicState) -> Result<i64, BusError> {
+    /// The highest sequence of this node's messages on `topic`: the last
+    /// message's, or on a topic every node of a line writes, the last one
+    /// whose envelope names `node` (looking back at most
+    /// [`SHARED_TOPIC_LOOKBACK`] messages; past that, or on an empty topic,
+    /// 0: everything pending is sent, and the MES recognises a repeat by its
+    /// idempotency key).
+    async fn resync(&self, topic: &Topic, st: &mut TopicState, node: &str) -> Result<i64, BusError> {
         if let Some(s) = st.on_broker {
             return Ok(s);
         }
         let local = Self::local_name(topic);
-        let last = self
-            .admin
-            .last_message(&self.cfg.tenant, &self.cfg.namespace, &local)
-            .await
-            .map_err(admin_err)?;
-        let seq = match last {
-            None => 0,
-            Some(bytes) => match codec::decode_envelope(topic.kind(), &bytes) {
-                Ok(env) => env.sequence,
-                Err(e) => {
-                    tracing::warn!(topic = %topic, error = %e, "the topic's last message is not ours; sending everything");
-                    0
-                }
-            },
+        let positions = if topic.shared_by_nodes() {
+            SHARED_TOPIC_LOOKBACK
+        } else {
+            1
         };
+        let mut seq = 0;
+        for position in 1..=positions {
+            let msg = self
+                .admin
+                .message_from_end(&self.cfg.tenant, &self.cfg.namespace, &local, position)
+                .await
+                .map_err(admin_err)?;
+            let Some(bytes) = msg else { break };
+            match codec::decode_envelope(topic.kind(), &bytes) {
+                Ok(env) if !topic.shared_by_nodes() || env.node == node => {
+                    seq = env.sequence;
+                    break;
+                }
+                Ok(_) => {} // another node's
+                Err(e) => {
+                    tracing::warn!(topic = %topic, position, error = %e, "a message on the topic is not ours; sending everything pending");
+                    break;
+                }
+            }
+            if position == positions {
+                tracing::warn!(topic = %topic, node, looked_back = positions, "none of the topic's last messages is this node's; sending everything pending (the MES recognises a repeat by its idempotency key)");
+            }
+        }
         tracing::debug!(topic = %topic, last_sequence = seq, "resynchronised with the topic");
         st.on_broker = Some(seq);
         Ok(seq)
@@ -514,7 +547,11 @@ impl PulsarBus {
             return (0, Some(e));
         }
         let already = if durable {
-            match self.resync(topic, &mut st).await {
+            // The node is the one in the envelopes it sends.
+            let node = codec::decode_envelope(topic.kind(), &first.payload)
+                .map(|e| e.node)
+                .unwrap_or_default();
+            match self.resync(topic, &mut st, &node).await {
                 Ok(s) => s,
                 Err(e) => return (0, Some(e)),
             }

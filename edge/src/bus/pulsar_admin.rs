@@ -439,8 +439,21 @@ impl PulsarAdmin {
     /// The payload of the topic's last message, `None` if the topic is empty
     /// or does not exist.
     pub async fn last_message(&self, tenant: &str, ns: &str, topic_local: &str) -> Result<Option<Vec<u8>>, AdminError> {
+        self.message_from_end(tenant, ns, topic_local, 1).await
+    }
+
+    /// The payload of the topic's `position`-th message counted from the
+    /// end (1: the last), `None` past the first message or on an empty or
+    /// missing topic.
+    pub async fn message_from_end(
+        &self,
+        tenant: &str,
+        ns: &str,
+        topic_local: &str,
+        position: u32,
+    ) -> Result<Option<Vec<u8>>, AdminError> {
         let url = format!(
-            "{}/admin/v2/persistent/{tenant}/{ns}/{topic_local}/examinemessage?initialPosition=latest&messagePosition=1",
+            "{}/admin/v2/persistent/{tenant}/{ns}/{topic_local}/examinemessage?initialPosition=latest&messagePosition={position}",
             self.base
         );
         let (st, body) = self.call("GET", &url, None).await?;
@@ -449,6 +462,9 @@ impl PulsarAdmin {
             // 404: no topic; 409/412/500 "no message" variants on an empty topic.
             404 | 409 | 412 => Ok(None),
             500 if body.text().to_ascii_lowercase().contains("no message") || body.text().contains("Empty") => Ok(None),
+            // A position before the topic's first message (Pulsar 4.0:
+            // "ManagedLedgerException: Incorrect parameter input error code: -14").
+            500 if position > 1 && body.text().contains("Incorrect parameter") => Ok(None),
             _ => Err(Self::http_err("GET", &url, st, &body)),
         }
     }
