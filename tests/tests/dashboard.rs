@@ -10,6 +10,25 @@ use triad_tests::{RecordingMes, TempDir, free_port, node_lock, triad_bin, worksp
 
 struct Node(Child);
 
+impl Node {
+    /// `triad run --sim` with `args`, its dashboard on `port`, its state in `dir`.
+    fn start(port: u16, dir: &std::path::Path, args: &[&str]) -> Self {
+        let child = Command::new(triad_bin())
+            .args(["run", "--sim"])
+            .args(args)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--state-dir")
+            .arg(dir)
+            .env("TRIAD_LOG", "warn")
+            .current_dir(workspace_root())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        Node(child)
+    }
+}
+
 impl Drop for Node {
     fn drop(&mut self) {
         // SIGINT: the node stops in order (safe outputs, outbox flushed).
@@ -89,25 +108,7 @@ async fn chromium_shows_live_values_and_the_alert() {
     let _serial = node_lock().await;
     let dir = TempDir::new("dash");
     let port = free_port();
-    let child = Command::new(triad_bin())
-        .args([
-            "run",
-            "--sim",
-            "--scenario",
-            "weld-drift",
-            "--duration",
-            "40s",
-            "--listen",
-        ])
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--state-dir")
-        .arg(dir.path())
-        .env("TRIAD_LOG", "warn")
-        .current_dir(workspace_root())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _node = Node(child);
+    let _node = Node::start(port, dir.path(), &["--scenario", "weld-drift", "--duration", "40s"]);
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
 
@@ -147,21 +148,16 @@ async fn chromium_shows_live_values_and_the_alert() {
     assert_eq!(health.status(), 200);
     let h: serde_json::Value = health.json().await.unwrap();
     assert_eq!(h["checks"]["control"]["status"], "ok", "{h}");
-    let metrics = http
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    for m in [
-        "triad_control_cycles_total",
-        "triad_inspection_frames_total",
-        "triad_twin_alerts_total{asset=\"battery_pack_89\"} 1",
-    ] {
-        assert!(metrics.contains(m), "/metrics lacks {m}:\n{metrics}");
-    }
+    metrics_contain(
+        &http,
+        &base,
+        &[
+            "triad_control_cycles_total",
+            "triad_inspection_frames_total",
+            "triad_twin_alerts_total{asset=\"battery_pack_89\"} 1",
+        ],
+    )
+    .await;
 
     // What a person sees.
     let profile = TempDir::new("chromium-profile");
@@ -205,6 +201,22 @@ async fn chromium_shows_live_values_and_the_alert() {
     );
 }
 
+/// `/metrics` of the node at `base`, which must contain every line of `want`.
+async fn metrics_contain(http: &reqwest::Client, base: &str, want: &[&str]) -> String {
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for m in want {
+        assert!(metrics.contains(m), "/metrics lacks {m}:\n{metrics}");
+    }
+    metrics
+}
+
 async fn get_json(http: &reqwest::Client, url: &str) -> Option<serde_json::Value> {
     let r = http.get(url).send().await.ok()?;
     if !r.status().is_success() {
@@ -220,10 +232,11 @@ async fn a_three_station_line_derates_only_the_drifting_axis_and_shows_all_three
     let dir = TempDir::new("line3");
     let port = free_port();
     let report = dir.path().join("report.json");
-    let child = Command::new(triad_bin())
-        .args([
-            "run",
-            "--sim",
+    let mes_url = mes.url();
+    let mut node = Node::start(
+        port,
+        dir.path(),
+        &[
             "--config",
             "deploy/examples/line-3-stations.toml",
             "--scenario",
@@ -233,20 +246,11 @@ async fn a_three_station_line_derates_only_the_drifting_axis_and_shows_all_three
             "--duration",
             "26s",
             "--mes-url",
-            &mes.url(),
-            "--listen",
-        ])
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--state-dir")
-        .arg(dir.path())
-        .arg("--report")
-        .arg(&report)
-        .env("TRIAD_LOG", "warn")
-        .current_dir(workspace_root())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut node = Node(child);
+            &mes_url,
+            "--report",
+            report.to_str().unwrap(),
+        ],
+    );
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
 
@@ -302,21 +306,16 @@ async fn a_three_station_line_derates_only_the_drifting_axis_and_shows_all_three
     assert_eq!(missing.status(), 404);
     let why = missing.text().await.unwrap();
     assert!(why.contains("axis_09") && why.contains("axis_03"), "{why}");
-    let metrics = http
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    for m in [
-        "triad_twin_alerts_total{asset=\"pack_02\"} 1",
-        "triad_inspection_frames_total{cell=\"cell_03\"}",
-        "triad_twin_residual_celsius{asset=\"pack_01\"}",
-    ] {
-        assert!(metrics.contains(m), "/metrics lacks {m}:\n{metrics}");
-    }
+    let metrics = metrics_contain(
+        &http,
+        &base,
+        &[
+            "triad_twin_alerts_total{asset=\"pack_02\"} 1",
+            "triad_inspection_frames_total{cell=\"cell_03\"}",
+            "triad_twin_residual_celsius{asset=\"pack_01\"}",
+        ],
+    )
+    .await;
     assert!(
         !metrics.contains("triad_twin_alerts_total{asset=\"pack_01\"} 1"),
         "{metrics}"
