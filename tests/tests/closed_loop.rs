@@ -160,3 +160,31 @@ async fn nominal_line_raises_nothing() {
         "{defects} of {frames} frames defective in a nominal run"
     );
 }
+
+/// A line of many stations starts with every axis running: each axis'
+/// driver is made before the control thread starts and the I/O scan starts
+/// right after it, so no program waits past `input_stale_ms` for its first
+/// process image (24 warmed plants take far longer than 50 ms).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_line_of_many_stations_starts_with_every_axis_running() {
+    let _serial = node_lock().await;
+    let dir = TempDir::new("many");
+    let mut text = String::from("[node]\nid = \"edge-01\"\n\n[line]\nid = \"line_1\"\n");
+    let n = 24;
+    for i in 0..n {
+        text.push_str(&format!(
+            "\n[[axes]]\nid = \"axis_{i}\"\nnominal_ppm = 12.0\nmax_ppm = 15.0\nweld_current_a = 5000.0\nstart_running = true\n\
+             \n[[cells]]\nid = \"cell_{i}\"\naxis = \"axis_{i}\"\nroi = [16, 8, 64, 64]\n\
+             \n[[assets]]\nid = \"pack_{i}\"\naxis = \"axis_{i}\"\ncell = \"cell_{i}\"\n"
+        ));
+    }
+    let cfg = dir.path().join("many.toml");
+    std::fs::write(&cfg, text).unwrap();
+    let r = run_scenario("nominal", "6s", dir.path(), &["--config", cfg.to_str().unwrap()]).await;
+    let st = r["stations"].as_array().unwrap();
+    assert_eq!(st.len(), n);
+    for s in st {
+        assert_eq!(s["mode"], "Running", "{s}");
+        assert!(s["safe_state_reason"].is_null(), "{s}");
+    }
+}

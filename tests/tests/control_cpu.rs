@@ -73,11 +73,13 @@ async fn a_pinned_control_thread_has_its_cpu_to_itself() {
         .spawn()
         .unwrap();
     let pid = child.id();
-    // Wait until the node's threads run (the inspection worker starts last).
+    // Wait until the node's threads run (the I/O scan starts last, after
+    // every station's inspection worker and twin).
     let deadline = Instant::now() + Duration::from_secs(10);
     let seen = loop {
         let t = threads(pid);
-        if t.iter().any(|(n, _)| n == "triad-control") && t.iter().any(|(n, _)| n == "triad-inspect") {
+        let has = |name: &str| t.iter().any(|(n, _)| n.starts_with(name));
+        if has("triad-control") && has("triad-insp-") && has("triad-twin-") && has("triad-io") {
             break t;
         }
         assert!(Instant::now() < deadline, "the node's threads did not start: {t:?}");

@@ -149,9 +149,12 @@ async fn two_nodes_of_one_line_share_the_broker_and_its_work_order_topic() {
     let run = |dir: &TempDir, cfg: &std::path::Path, scenario: &'static str| {
         let (dir, cfg, url) = (dir.path().to_path_buf(), cfg.to_path_buf(), url.clone());
         async move {
+            // Two nodes start at once next to the broker on a small
+            // machine: 30 s leaves the drift (8 s after the plant's start,
+            // alert ~5 s later) room for a slow start.
             triad_tests::run_scenario(
                 scenario,
-                "20s",
+                "30s",
                 &dir,
                 &["--config", cfg.to_str().unwrap(), "--mes-url", &url],
             )

@@ -334,11 +334,31 @@ pub async fn run(
     })?;
     let listen = listener.local_addr()?;
 
+    // Every station's driver first, then the control thread, then at once
+    // the I/O scan: the programs' first cycles need a process image within
+    // input_stale_ms of their start.
+    let drivers: Vec<_> = stations
+        .iter()
+        .enumerate()
+        .map(|(i, st)| station::driver(i, st, &cfg, &opts.scenario, fault_index))
+        .collect();
     let (control, endpoints) = start_control(&cfg, &stations, &clock)?;
-
-    // Per station: its driver (one I/O scan for all), its camera and
-    // inspection worker, its twin, its view, gate and context.
+    let (plants, rings): (Vec<_>, Vec<_>) = drivers
+        .into_iter()
+        .zip(endpoints)
+        .map(|(io, ends)| station::split_rings(io, ends))
+        .unzip();
     let stop_io = Arc::new(AtomicBool::new(false));
+    let io_thread = {
+        let (stop, clock) = (stop_io.clone(), clock.clone());
+        let io_prio = cfg.control.rt_priority.map(|p| (p - 10).max(1));
+        std::thread::Builder::new()
+            .name("triad-io".into())
+            .spawn(move || threads::run_io_scan(plants, clock, Duration::from_millis(1), io_prio, stop))?
+    };
+
+    // Per station: its camera and inspection worker, its twin, its view,
+    // gate and context.
     let stop_insp = Arc::new(AtomicBool::new(false));
     let chains = Arc::new(chain::ChainTracker::default());
     let stopping = Arc::new(AtomicBool::new(false));
@@ -355,25 +375,14 @@ pub async fn run(
         rt_text: &control.rt_text,
         bus_backend: bus.backend(),
         scenario: &opts.scenario,
-        fault_index,
         fault_axis: stations[fault_index].axis.id.as_str(),
         started_ns,
     };
-    let mut plants = Vec::with_capacity(stations.len());
     let mut parts = Vec::with_capacity(stations.len());
     let sides = std::mem::take(&mut models.stations);
-    for (i, ((st, ends), side)) in stations.iter().zip(endpoints).zip(sides).enumerate() {
-        let (io, part) = station::build(i, st, ends, side, lives[i].clone(), &common)?;
-        plants.push(io);
-        parts.push(part);
+    for (i, ((st, rings), side)) in stations.iter().zip(rings).zip(sides).enumerate() {
+        parts.push(station::build(i, st, rings, side, lives[i].clone(), &common)?);
     }
-    let io_thread = {
-        let (stop, clock) = (stop_io.clone(), clock.clone());
-        let io_prio = cfg.control.rt_priority.map(|p| (p - 10).max(1));
-        std::thread::Builder::new()
-            .name("triad-io".into())
-            .spawn(move || threads::run_io_scan(plants, clock, Duration::from_millis(1), io_prio, stop))?
-    };
 
     // Async tasks, per station, then the node's.
     let (stop_tx, stop_rx) = watch::channel(false);

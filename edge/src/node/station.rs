@@ -1,6 +1,8 @@
 //! One station of the line: an axis with its cell, asset and rule
-//! ([`StationConfig`]). [`build`] makes its driver, camera, inspection
-//! worker, twin thread, command gate and context; [`StationParts::spawn`]
+//! ([`StationConfig`]). [`driver`] makes its field I/O driver (before the
+//! control thread starts), [`split_rings`] gives the I/O scan its part of
+//! the rings, [`build`] makes its camera, inspection worker, twin thread,
+//! command gate and context; [`StationParts::spawn`]
 //! starts its async tasks; [`Running`] stops them in the node's order.
 
 use super::threads::{self, AxisIo, InspectionOutcome, IoStats};
@@ -20,6 +22,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
+use triad_hw::ProcessIo;
 use triad_hw::sim::{PlantParams, SimCamera, SimCameraConfig, SimLine};
 use triad_inspect::history::ResultHistory;
 use triad_schemas::Topic;
@@ -129,8 +132,7 @@ pub(crate) struct Common<'a> {
     pub rt_text: &'a str,
     pub bus_backend: &'a str,
     pub scenario: &'a Scenario,
-    /// The station whose plant gets the scenario's faults, and its axis.
-    pub fault_index: usize,
+    /// The axis whose plant gets the scenario's faults.
     pub fault_axis: &'a str,
     pub started_ns: i64,
 }
@@ -146,21 +148,19 @@ pub(crate) struct StationParts {
     steps: mpsc::UnboundedReceiver<(TwinStep, Arc<str>)>,
 }
 
-/// Build station `i`: its simulated plant (returned for the node's one I/O
-/// scan; seeded `[sim] seed + i`, the scenario's faults only on the fault
-/// station), its camera and inspection worker, its twin thread, its command
-/// gate on the control thread's request ring, its dashboard view `live`.
-pub(crate) fn build(
+/// Station `i`'s field I/O driver: the simulated plant, seeded
+/// `[sim] seed + i`, with the scenario's faults only on the fault station.
+/// Made before the control thread starts: warming a plant takes time the
+/// first control cycles must not wait for.
+pub(crate) fn driver(
     i: usize,
     st: &StationConfig,
-    ends: ControlEndpoints,
-    (worker, twin_models): (WorkerModels, TwinModels),
-    live: Arc<LiveState>,
-    c: &Common<'_>,
-) -> anyhow::Result<(AxisIo, StationParts)> {
-    let seed = c.cfg.sim_seed.wrapping_add(i as u64);
-    let faults = if i == c.fault_index {
-        c.scenario.faults.clone()
+    cfg: &NodeConfig,
+    scenario: &Scenario,
+    fault_index: usize,
+) -> Box<dyn ProcessIo> {
+    let faults = if i == fault_index {
+        scenario.faults.clone()
     } else {
         Vec::new()
     };
@@ -169,16 +169,66 @@ pub(crate) fn build(
     } else {
         0.0
     };
-    let line = SimLine::warm(PlantParams::default(), seed, faults, start_ppm);
+    Box::new(SimLine::warm(
+        PlantParams::default(),
+        cfg.sim_seed.wrapping_add(i as u64),
+        faults,
+        start_ppm,
+    ))
+}
+
+/// A station's side of its rings, once the I/O scan runs with the other.
+pub(crate) struct StationRings {
+    /// Requests to the axis program (the command gate's).
+    pub requests: rtrb::Producer<crate::control::ControlRequest>,
+    /// The program's telemetry (the pump's).
+    pub telemetry: rtrb::Consumer<ControlTelemetry>,
+    /// Parts to image, from the I/O scan (the inspection worker's).
+    pub triggers: rtrb::Consumer<triad_hw::CaptureTrigger>,
+    /// The I/O scan's figures of this station.
+    pub io_stats: Arc<IoStats>,
+}
+
+/// Split station `i`'s control endpoints: the I/O scan's part (`AxisIo`,
+/// with `io`) and the station's ([`StationRings`]).
+pub(crate) fn split_rings(io: Box<dyn ProcessIo>, ends: ControlEndpoints) -> (AxisIo, StationRings) {
     let io_stats = Arc::new(IoStats::default());
-    let (trigger_tx, trigger_rx) = rtrb::RingBuffer::new(1024);
-    let io = AxisIo {
-        io: Box::new(line),
-        inputs: ends.inputs,
-        outputs: ends.outputs,
-        triggers: trigger_tx,
-        stats: io_stats.clone(),
-    };
+    let (trigger_tx, triggers) = rtrb::RingBuffer::new(1024);
+    (
+        AxisIo {
+            io,
+            inputs: ends.inputs,
+            outputs: ends.outputs,
+            triggers: trigger_tx,
+            stats: io_stats.clone(),
+        },
+        StationRings {
+            requests: ends.requests,
+            telemetry: ends.telemetry,
+            triggers,
+            io_stats,
+        },
+    )
+}
+
+/// Build station `i` on its rings: its camera and inspection worker, its
+/// twin thread, its command gate on the control thread's request ring, its
+/// dashboard view `live`.
+pub(crate) fn build(
+    i: usize,
+    st: &StationConfig,
+    rings: StationRings,
+    (worker, twin_models): (WorkerModels, TwinModels),
+    live: Arc<LiveState>,
+    c: &Common<'_>,
+) -> anyhow::Result<StationParts> {
+    let seed = c.cfg.sim_seed.wrapping_add(i as u64);
+    let StationRings {
+        requests,
+        telemetry,
+        triggers: trigger_rx,
+        io_stats,
+    } = rings;
 
     let (res_tx, results) = mpsc::channel(1024);
     let camera: Box<dyn triad_hw::Camera> = Box::new(SimCamera::new(SimCameraConfig {
@@ -209,7 +259,7 @@ pub(crate) fn build(
             st.axis.id.to_string(),
             st.axis.min_ppm,
             st.axis.max_ppm,
-            ends.requests,
+            requests,
             c.metrics.clone(),
         )
         .with_auth(c.command_auth.clone()),
@@ -252,18 +302,15 @@ pub(crate) fn build(
         stopping: c.stopping.clone(),
         primary: i == 0,
     });
-    Ok((
-        io,
-        StationParts {
-            ctx,
-            inspection,
-            twin,
-            telemetry: ends.telemetry,
-            twin_tx,
-            results,
-            steps,
-        },
-    ))
+    Ok(StationParts {
+        ctx,
+        inspection,
+        twin,
+        telemetry,
+        twin_tx,
+        results,
+        steps,
+    })
 }
 
 impl StationParts {
