@@ -88,11 +88,50 @@ pub struct Health {
     pub checks: std::collections::BTreeMap<&'static str, Check>,
 }
 
+/// What the health checks read of one station.
+struct StationHealth {
+    axis: String,
+    mode: String,
+    safe_state_reason: Option<String>,
+    cell: String,
+    frames: u64,
+    dropped: u64,
+    refused_work_orders: usize,
+}
+
+impl StationHealth {
+    fn of(s: &Snapshot) -> Self {
+        Self {
+            axis: s.axis.id.clone(),
+            mode: s.axis.mode.clone(),
+            safe_state_reason: s.axis.safe_state_reason.clone(),
+            cell: s.inspection.cell.clone(),
+            frames: s.inspection.frames,
+            dropped: s.inspection.dropped,
+            refused_work_orders: s.work_orders.iter().filter(|w| w.refused).count(),
+        }
+    }
+}
+
+/// What the health checks read of the node (every station's view holds it;
+/// the first's is read).
+struct NodeHealth {
+    outbox: OutboxView,
+    state_warnings: Vec<String>,
+    overruns_last_min: u64,
+}
+
 /// Evaluate the health checks (the `axis` and `inspection` checks over
 /// every station: the worst one, named).
 pub fn health(app: &AppState) -> Health {
-    let snaps: Vec<Snapshot> = app.stations.0.iter().map(|v| v.snapshot()).collect();
-    let snap = snaps.first().cloned().unwrap_or_default();
+    // Read in place: /healthz is polled twice a second, the snapshots hold
+    // charts and logs.
+    let snaps: Vec<StationHealth> = app.stations.0.iter().map(|v| v.read(StationHealth::of)).collect();
+    let snap = app.stations.first().read(|s| NodeHealth {
+        outbox: s.outbox.clone(),
+        state_warnings: s.state_warnings.clone(),
+        overruns_last_min: s.control.overruns_last_min,
+    });
     let mut checks = std::collections::BTreeMap::new();
     let last = app.control.last_cycle_mono_ns.load(Relaxed);
     let age_ms = (monotonic_ns() - last) / 1_000_000;
@@ -112,7 +151,7 @@ pub fn health(app: &AppState) -> Health {
     );
     let safe: Vec<String> = snaps
         .iter()
-        .filter_map(|s| Some(format!("{}: {}", s.axis.id, s.axis.safe_state_reason.as_ref()?)))
+        .filter_map(|s| Some(format!("{}: {}", s.axis, s.safe_state_reason.as_ref()?)))
         .collect();
     checks.insert(
         "axis",
@@ -121,7 +160,7 @@ pub fn health(app: &AppState) -> Health {
                 status: "ok",
                 detail: snaps
                     .iter()
-                    .map(|s| format!("{} {}", s.axis.id, s.axis.mode))
+                    .map(|s| format!("{} {}", s.axis, s.mode))
                     .collect::<Vec<_>>()
                     .join(", "),
             }
@@ -187,7 +226,7 @@ pub fn health(app: &AppState) -> Health {
             },
         },
     );
-    let overruns = snap.control.overruns_last_min;
+    let overruns = snap.overruns_last_min;
     checks.insert(
         "overruns",
         if overruns > b.overruns_per_min_max {
@@ -207,18 +246,15 @@ pub fn health(app: &AppState) -> Health {
     );
     let dropped: Vec<String> = snaps
         .iter()
-        .filter(|s| s.inspection.dropped > 0)
-        .map(|s| format!("{}: {}", s.inspection.cell, s.inspection.dropped))
+        .filter(|s| s.dropped > 0)
+        .map(|s| format!("{}: {}", s.cell, s.dropped))
         .collect();
     checks.insert(
         "inspection",
         if dropped.is_empty() {
             Check {
                 status: "ok",
-                detail: format!(
-                    "{} frames inspected",
-                    snaps.iter().map(|s| s.inspection.frames).sum::<u64>()
-                ),
+                detail: format!("{} frames inspected", snaps.iter().map(|s| s.frames).sum::<u64>()),
             }
         } else {
             Check {
@@ -227,7 +263,7 @@ pub fn health(app: &AppState) -> Health {
             }
         },
     );
-    let refused = snaps.iter().flat_map(|s| &s.work_orders).filter(|w| w.refused).count();
+    let refused: usize = snaps.iter().map(|s| s.refused_work_orders).sum();
     let mes_down = app.metrics.mes_failing_for().filter(|d| *d >= b.mes_unreachable);
     checks.insert(
         "mes",
@@ -310,7 +346,7 @@ async fn api_state(
     axum::extract::Query(q): axum::extract::Query<StationQuery>,
 ) -> Result<Json<Snapshot>, (StatusCode, String)> {
     let Some(view) = app.stations.station(q.axis.as_deref()) else {
-        let known: Vec<String> = app.stations.0.iter().map(|v| v.update(|s| s.axis.id.clone())).collect();
+        let known: Vec<String> = app.stations.0.iter().map(|v| v.read(|s| s.axis.id.clone())).collect();
         return Err((
             StatusCode::NOT_FOUND,
             format!(

@@ -323,6 +323,12 @@ impl LiveState {
         f(&mut self.inner.lock().expect("live state poisoned"))
     }
 
+    /// Read the snapshot in place (what a summary needs, without copying
+    /// the chart and the logs).
+    pub fn read<R>(&self, f: impl FnOnce(&Snapshot) -> R) -> R {
+        f(&self.inner.lock().expect("live state poisoned"))
+    }
+
     /// A copy.
     pub fn snapshot(&self) -> Snapshot {
         self.inner.lock().expect("live state poisoned").clone()
@@ -400,7 +406,7 @@ impl LineViews {
     pub fn of_target(&self, id: &str) -> Arc<LiveState> {
         self.0
             .iter()
-            .find(|v| v.update(|s| s.inspection.cell == id || s.twin.asset == id))
+            .find(|v| v.read(|s| s.inspection.cell == id || s.twin.asset == id))
             .cloned()
             .unwrap_or_else(|| self.first())
     }
@@ -412,7 +418,7 @@ impl LineViews {
         if let Some(v) = self
             .0
             .iter()
-            .find(|v| v.update(|s| s.work_orders.iter().any(|w| w.work_order_id == id)))
+            .find(|v| v.read(|s| s.work_orders.iter().any(|w| w.work_order_id == id)))
         {
             return v.clone();
         }
@@ -443,7 +449,7 @@ impl LineViews {
     pub fn station(&self, axis: Option<&str>) -> Option<&Arc<LiveState>> {
         match axis {
             None => self.0.first(),
-            Some(id) => self.0.iter().find(|v| v.update(|s| s.axis.id == id)),
+            Some(id) => self.0.iter().find(|v| v.read(|s| s.axis.id == id)),
         }
     }
 }
@@ -491,26 +497,30 @@ pub struct LineView {
 impl LineView {
     /// The overview of `views`.
     pub fn of(views: &LineViews) -> Self {
-        let snaps: Vec<Snapshot> = views.0.iter().map(|v| v.snapshot()).collect();
-        let first = snaps.first().cloned().unwrap_or_default();
+        let (node, control, outbox) = views
+            .first()
+            .read(|s| (s.node.clone(), s.control.clone(), s.outbox.clone()));
         LineView {
-            node: first.node,
-            control: first.control,
-            outbox: first.outbox,
-            stations: snaps
-                .into_iter()
-                .map(|s| StationSummary {
-                    cell: s.inspection.cell,
-                    frames: s.inspection.frames,
-                    defects: s.inspection.defects,
-                    last_verdict: s.inspection.recent.front().map(|r| r.verdict.clone()),
-                    asset: s.twin.asset,
-                    twin_state: s.twin.state,
-                    residual_c: s.twin.residual_c,
-                    alerts_open: s.alerts.iter().filter(|a| a.state != "Cleared").count(),
-                    alerts_total: s.alerts.len(),
-                    work_orders: s.work_orders.len(),
-                    axis: s.axis,
+            node,
+            control,
+            outbox,
+            stations: views
+                .0
+                .iter()
+                .map(|v| {
+                    v.read(|s| StationSummary {
+                        axis: s.axis.clone(),
+                        cell: s.inspection.cell.clone(),
+                        frames: s.inspection.frames,
+                        defects: s.inspection.defects,
+                        last_verdict: s.inspection.recent.front().map(|r| r.verdict.clone()),
+                        asset: s.twin.asset.clone(),
+                        twin_state: s.twin.state.clone(),
+                        residual_c: s.twin.residual_c,
+                        alerts_open: s.alerts.iter().filter(|a| a.state != "Cleared").count(),
+                        alerts_total: s.alerts.len(),
+                        work_orders: s.work_orders.len(),
+                    })
                 })
                 .collect(),
         }
