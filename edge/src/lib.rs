@@ -6,7 +6,7 @@
 //! | module | job |
 //! |---|---|
 //! | [`control`] | the RT control thread: sans-IO axis program, fixed-period runner, lock-free rings, jitter histogram |
-//! | [`node`] | builds everything from the config; the sim I/O scan, inspection and twin threads; the async tasks, the closed loop, the model wiring and the run report |
+//! | [`node`] | builds every station from the config: the I/O scan, an inspection and a twin thread per station, the async tasks, the closed loop, the model wiring and the run report |
 //! | [`commands`] | the command gate: checks command tokens and scope, executes and audits control commands |
 //! | [`models`] | signed model bundles, the ordered deploy checks, the arc-swap slot, the fuse, rollback, the model service |
 //! | [`trust`] | keys, keyring, tokens, replay memory and the audit trail, shared by model deploys and commands |

@@ -14,7 +14,7 @@ use triad_hw::{Camera, CaptureTrigger, LineInputs, LineOutputs, ProcessIo};
 use triad_inspect::{GrayImage, Inspection};
 use triad_twin::{Twin, TwinSample, TwinStep};
 
-/// Shared figures of the sim I/O scan.
+/// Figures of one axis in the I/O scan.
 #[derive(Debug, Default)]
 pub struct IoStats {
     /// Frames that did not fit the weld ring (lost before inspection).
