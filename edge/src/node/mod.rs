@@ -174,10 +174,9 @@ fn open_state(cfg: &NodeConfig) -> anyhow::Result<DurableState> {
 /// broker never delays the control loop. One that cannot open is not fatal:
 /// durable messages wait in the outbox and the flusher retries (an
 /// incompatible schema is logged with its field).
-fn open_producers(publisher: &Arc<Publisher>, topics: &[Topics]) {
+fn open_producers<'a>(publisher: &Arc<Publisher>, topics: impl Iterator<Item = &'a Topics>) {
     let mut seen = std::collections::HashSet::new();
     let list: Vec<Topic> = topics
-        .iter()
         .flat_map(Topics::published)
         .filter(|t| seen.insert(t.name().to_string()))
         .collect();
@@ -325,9 +324,6 @@ pub async fn run(
         live.update(|s| s.state_warnings = state_warnings.clone());
     }
 
-    let topics: Vec<Topics> = stations.iter().map(|st| Topics::of(&cfg.line, st)).collect();
-    open_producers(&publisher, &topics);
-
     let listen = opts.listen.unwrap_or(cfg.dashboard_listen);
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| {
         format!("cannot listen on {listen} for the dashboard: is another triad running? choose another with --listen or [dashboard] listen")
@@ -386,6 +382,7 @@ pub async fn run(
 
     // Async tasks, per station, then the node's.
     let (stop_tx, stop_rx) = watch::channel(false);
+    open_producers(&publisher, parts.iter().map(|p| &p.ctx.topics));
     let (ctxs, mut running): (Vec<_>, Vec<_>) = parts
         .into_iter()
         .map(|p| (p.ctx.clone(), p.spawn(stop_rx.clone())))
