@@ -5,8 +5,9 @@
 //!
 //! | module | job |
 //! |---|---|
+//! | [`field`] | the line's devices (`[[devices]]`, drivers behind `triad_hw::Device`) and the I/O scan between their points and each axis' process image |
 //! | [`control`] | the RT control thread: sans-IO axis program, fixed-period runner, lock-free rings, jitter histogram |
-//! | [`node`] | builds every station from the config: the I/O scan, an inspection and a twin thread per station, the async tasks, the closed loop, the model wiring and the run report |
+//! | [`node`] | builds every station from the config: an inspection and a twin thread per station, the async tasks, the closed loop, the model wiring and the run report |
 //! | [`commands`] | the command gate: checks command tokens and scope, executes and audits control commands |
 //! | [`models`] | signed model bundles, the ordered deploy checks, the arc-swap slot, the fuse, rollback, the model service |
 //! | [`trust`] | keys, keyring, tokens, replay memory and the audit trail, shared by model deploys and commands |
@@ -35,6 +36,7 @@ pub mod config;
 pub mod control;
 pub mod dashboard;
 pub mod durable;
+pub mod field;
 pub mod mes;
 pub mod metrics;
 pub mod models;

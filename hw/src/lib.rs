@@ -3,10 +3,12 @@
 //! The control thread and the inspection workers never talk to hardware
 //! directly. They see three traits:
 //!
-//! - [`ProcessIo`]: one scan of the line's process image. Reading fills a
-//!   [`LineInputs`], writing applies a [`LineOutputs`]. A Modbus or GPIO driver
-//!   implements it on real hardware; [`sim::SimLine`] implements it for the
-//!   simulated battery-module welding line.
+//! - [`ProcessIo`]: one scan of one axis' whole process image. Reading fills
+//!   a [`LineInputs`], writing applies a [`LineOutputs`]; [`sim::SimLine`]
+//!   implements it for the simulated battery-module welding line.
+//! - [`Device`]: a field device with named points, what the node scans;
+//!   axes bind their signals ([`Signal`]) to its points by name.
+//!   [`AxisImageDevice`] makes a [`ProcessIo`] one.
 //! - [`Camera`]: turns a [`CaptureTrigger`] into a [`Frame`]. The simulated
 //!   camera [`sim::SimCamera`] renders weld images whose defects become likelier
 //!   as the weld temperature drifts.
@@ -18,11 +20,13 @@
 #![deny(missing_docs)]
 
 pub mod camera;
+pub mod device;
 pub mod digital;
 pub mod process;
 pub mod rng;
 pub mod sim;
 
 pub use camera::{Camera, CameraError, CaptureTrigger, Frame, FrameTruth, TruthBox};
+pub use device::{AXIS_IMAGE_POINTS, AxisImageDevice, Device, PointInfo};
 pub use digital::{DigitalLines, LineId};
-pub use process::{IoError, LineInputs, LineOutputs, ProcessIo};
+pub use process::{Direction, IoError, LineInputs, LineOutputs, PointKind, ProcessIo, Signal};

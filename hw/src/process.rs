@@ -106,3 +106,197 @@ pub trait ProcessIo: Send {
         let _ = sink;
     }
 }
+
+/// One signal of an axis' process image: what its program reads (the
+/// fields of [`LineInputs`]) or drives (of [`LineOutputs`]). The name is the
+/// field's, and the config key an axis binds to a device point.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Signal {
+    /// Measured feed rate, PPM.
+    FeedPpm,
+    /// Weld-zone temperature, °C.
+    WeldTempC,
+    /// Weld current, A.
+    WeldCurrentA,
+    /// Ambient temperature, °C.
+    AmbientC,
+    /// Modules finished.
+    PartsTotal,
+    /// Emergency stop pressed.
+    Estop,
+    /// Commanded feed rate, PPM.
+    FeedPpmCmd,
+    /// Weld power stage enabled.
+    WeldEnable,
+    /// Commanded weld current, A.
+    WeldCurrentCmdA,
+}
+
+/// Whether a point is read from the field or driven into it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// Read by a scan.
+    Input,
+    /// Written by a scan.
+    Output,
+}
+
+/// What a point's value means. Every value crosses the scan as an `f64`:
+/// a bool is 0.0 or 1.0, a counter a whole number (exact below 2^53).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PointKind {
+    /// A measured or commanded quantity.
+    Analog,
+    /// A count that only grows.
+    Counter,
+    /// A digital point.
+    Bool,
+}
+
+impl Signal {
+    /// Every signal: the inputs, then the outputs.
+    pub const ALL: [Signal; 9] = [
+        Signal::FeedPpm,
+        Signal::WeldTempC,
+        Signal::WeldCurrentA,
+        Signal::AmbientC,
+        Signal::PartsTotal,
+        Signal::Estop,
+        Signal::FeedPpmCmd,
+        Signal::WeldEnable,
+        Signal::WeldCurrentCmdA,
+    ];
+
+    /// Its name: the process image's field, the config key.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Signal::FeedPpm => "feed_ppm",
+            Signal::WeldTempC => "weld_temp_c",
+            Signal::WeldCurrentA => "weld_current_a",
+            Signal::AmbientC => "ambient_c",
+            Signal::PartsTotal => "parts_total",
+            Signal::Estop => "estop",
+            Signal::FeedPpmCmd => "feed_ppm_cmd",
+            Signal::WeldEnable => "weld_enable",
+            Signal::WeldCurrentCmdA => "weld_current_cmd_a",
+        }
+    }
+
+    /// Read by the program or driven by it.
+    pub const fn direction(self) -> Direction {
+        match self {
+            Signal::FeedPpmCmd | Signal::WeldEnable | Signal::WeldCurrentCmdA => Direction::Output,
+            _ => Direction::Input,
+        }
+    }
+
+    /// Its kind of value.
+    pub const fn kind(self) -> PointKind {
+        match self {
+            Signal::Estop | Signal::WeldEnable => PointKind::Bool,
+            Signal::PartsTotal => PointKind::Counter,
+            _ => PointKind::Analog,
+        }
+    }
+
+    /// Its engineering unit (empty for bools and counts).
+    pub const fn unit(self) -> &'static str {
+        match self {
+            Signal::FeedPpm | Signal::FeedPpmCmd => "PPM",
+            Signal::WeldTempC | Signal::AmbientC => "°C",
+            Signal::WeldCurrentA | Signal::WeldCurrentCmdA => "A",
+            Signal::PartsTotal | Signal::Estop | Signal::WeldEnable => "",
+        }
+    }
+
+    /// Its position in [`Signal::ALL`].
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The signal named `name`, if any.
+    pub fn by_name(name: &str) -> Option<Signal> {
+        Signal::ALL.into_iter().find(|s| s.name() == name)
+    }
+}
+
+fn flag(v: f64) -> bool {
+    v >= 0.5
+}
+
+impl LineInputs {
+    /// Set input `signal` from a scanned value (outputs are ignored).
+    pub fn set(&mut self, signal: Signal, v: f64) {
+        match signal {
+            Signal::FeedPpm => self.feed_ppm = v,
+            Signal::WeldTempC => self.weld_temp_c = v,
+            Signal::WeldCurrentA => self.weld_current_a = v,
+            Signal::AmbientC => self.ambient_c = v,
+            Signal::PartsTotal => self.parts_total = v.max(0.0) as u64,
+            Signal::Estop => self.estop = flag(v),
+            Signal::FeedPpmCmd | Signal::WeldEnable | Signal::WeldCurrentCmdA => {}
+        }
+    }
+
+    /// Input `signal` as a scanned value (0.0 for outputs).
+    pub fn get(&self, signal: Signal) -> f64 {
+        match signal {
+            Signal::FeedPpm => self.feed_ppm,
+            Signal::WeldTempC => self.weld_temp_c,
+            Signal::WeldCurrentA => self.weld_current_a,
+            Signal::AmbientC => self.ambient_c,
+            Signal::PartsTotal => self.parts_total as f64,
+            Signal::Estop => f64::from(u8::from(self.estop)),
+            Signal::FeedPpmCmd | Signal::WeldEnable | Signal::WeldCurrentCmdA => 0.0,
+        }
+    }
+}
+
+impl LineOutputs {
+    /// Output `signal` as a value to write (0.0 for inputs).
+    pub fn get(&self, signal: Signal) -> f64 {
+        match signal {
+            Signal::FeedPpmCmd => self.feed_ppm_cmd,
+            Signal::WeldEnable => f64::from(u8::from(self.weld_enable)),
+            Signal::WeldCurrentCmdA => self.weld_current_cmd_a,
+            _ => 0.0,
+        }
+    }
+
+    /// Set output `signal` from a value (inputs are ignored).
+    pub fn set(&mut self, signal: Signal, v: f64) {
+        match signal {
+            Signal::FeedPpmCmd => self.feed_ppm_cmd = v,
+            Signal::WeldEnable => self.weld_enable = flag(v),
+            Signal::WeldCurrentCmdA => self.weld_current_cmd_a = v,
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_signal_round_trips_through_the_image_and_is_found_by_name() {
+        let mut inp = LineInputs::default();
+        let mut out = LineOutputs::SAFE;
+        for (i, s) in Signal::ALL.into_iter().enumerate() {
+            assert_eq!(s.index(), i);
+            assert_eq!(Signal::by_name(s.name()), Some(s));
+            let v = if s.kind() == PointKind::Bool { 1.0 } else { 42.0 };
+            match s.direction() {
+                Direction::Input => {
+                    inp.set(s, v);
+                    assert_eq!(inp.get(s), v, "{s:?}");
+                }
+                Direction::Output => {
+                    out.set(s, v);
+                    assert_eq!(out.get(s), v, "{s:?}");
+                }
+            }
+        }
+        assert_eq!(Signal::by_name("feed"), None);
+    }
+}

@@ -14,7 +14,11 @@ const GOOD: &str = include_str!("../../edge/src/config/default.toml");
 
 #[test]
 fn check_config_accepts_the_shipped_examples() {
-    for file in ["edge/src/config/default.toml", "deploy/triad.toml"] {
+    for file in [
+        "edge/src/config/default.toml",
+        "deploy/triad.toml",
+        "deploy/examples/line-3-stations.toml",
+    ] {
         let o = triad(&["check-config", file], &[]);
         assert!(o.status.success(), "{file}: {}", text(&o));
         assert!(text(&o).contains(": ok (node"), "{}", text(&o));
@@ -86,7 +90,25 @@ fn missing_files_and_bad_arguments_say_what_to_do() {
     assert!(text(&o).contains("http://"), "{}", text(&o));
     let o = triad(&["run", "--duration", "1s"], &[]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(text(&o).contains("--sim"), "{}", text(&o));
+    assert!(text(&o).contains("give --config FILE") && text(&o).contains("--sim"), "{}", text(&o));
+}
+
+#[test]
+fn axes_bound_to_no_device_run_only_with_sim() {
+    let dir = TempDir::new("unbound");
+    let path = dir.path().join("unbound.toml");
+    std::fs::write(&path, GOOD.replace("io = { device = \"welder_07\" }", "")).unwrap();
+    let cfg = path.to_str().unwrap();
+    let o = triad(&["check-config", cfg], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("axes [\"axis_07\"] have no [axes.io]: they run only with --sim"), "{}", text(&o));
+    let o = triad(&["run", "--config", cfg, "--duration", "1s"], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("axes [\"axis_07\"] have no [axes.io]") && text(&o).contains("add --sim"),
+        "{}",
+        text(&o)
+    );
 }
 
 #[test]

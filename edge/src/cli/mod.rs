@@ -1,7 +1,7 @@
 //! The command line.
 //!
 //! ```text
-//! triad run --sim [--config FILE] [--scenario NAME] [--duration D] [--report FILE] [--mes-url URL] [--listen ADDR]
+//! triad run (--sim | --config FILE | --sim --config FILE) [--scenario NAME] [--duration D] [--report FILE] [--mes-url URL] [--listen ADDR]
 //! triad check-config FILE
 //! triad keys gen | bundle build/sign/verify/pack | token issue | deploy | rollback   (signed models, see `cli::models`)
 //! ```
@@ -34,10 +34,12 @@ pub struct Cli {
 pub enum Command {
     /// Run the node.
     Run {
-        /// Run the simulated welding line (the only field I/O in this version).
+        /// Give every axis without [axes.io] its own simulated welding line
+        /// (with no --config: the built-in one-axis line).
         #[arg(long)]
         sim: bool,
-        /// Configuration file (default: the built-in configuration).
+        /// Configuration file: the line's devices, axes, cells and assets
+        /// (default with --sim: the built-in configuration).
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
         /// Scenario of the simulated line: nominal, weld-drift, short-excursion, weld-step.
@@ -289,15 +291,20 @@ pub fn main() -> ExitCode {
         Command::CheckConfig { file } => match config::load(&ConfigSource::File(file.clone())) {
             Ok(cfg) => {
                 println!(
-                    "{}: ok (node {}, line {}, {} axes, {} cells, {} assets, {} rules)",
+                    "{}: ok (node {}, line {}, {} devices, {} axes, {} cells, {} assets, {} rules)",
                     file.display(),
                     cfg.node,
                     cfg.line,
+                    cfg.devices.len(),
                     cfg.axes.len(),
                     cfg.cells.len(),
                     cfg.assets.len(),
                     cfg.rules.len()
                 );
+                let unbound = cfg.unbound_axes();
+                if !unbound.is_empty() {
+                    println!("note: axes {unbound:?} have no [axes.io]: they run only with --sim (a simulated welding line each)");
+                }
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -317,8 +324,10 @@ pub fn main() -> ExitCode {
             state_dir,
             bus,
         } => {
-            if !sim {
-                eprintln!("triad run: only the simulated line is available in this version; add --sim");
+            if !sim && cfg_path.is_none() {
+                eprintln!(
+                    "triad run: give --config FILE (a line's devices and axes, docs/configuration.md) or --sim (the built-in simulated line)"
+                );
                 return ExitCode::from(2);
             }
             let source = cfg_path.map(ConfigSource::File).unwrap_or(ConfigSource::Default);
@@ -329,6 +338,15 @@ pub fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
+            if sim {
+                cfg.simulate_unbound();
+            } else if let unbound @ [_, ..] = cfg.unbound_axes().as_slice() {
+                eprintln!(
+                    "triad run: axes {unbound:?} have no [axes.io] binding their signals to device points; \
+                     add one (docs/configuration.md), or add --sim to give each a simulated welding line"
+                );
+                return ExitCode::from(2);
+            }
             if let Some(url) = mes_url {
                 if !(url.starts_with("http://") || url.starts_with("https://")) {
                     eprintln!("--mes-url {url:?}: give an http:// or https:// URL");

@@ -17,6 +17,9 @@ pub struct FileConfig {
     /// `[control]`
     #[serde(default)]
     pub control: ControlSection,
+    /// `[[devices]]`
+    #[serde(default)]
+    pub devices: Vec<super::devices::DeviceSection>,
     /// `[[axes]]`
     #[serde(default)]
     pub axes: Vec<AxisSection>,
@@ -192,6 +195,10 @@ pub struct AxisSection {
     /// Start feeding at once.
     #[serde(default)]
     pub start_running: bool,
+    /// `[axes.io]`: the device points of its signals (none: only with
+    /// `--sim`, which gives the axis a simulated plant).
+    #[serde(default)]
+    pub io: Option<super::devices::AxisIoSection>,
 }
 fn default_min_ppm() -> f64 {
     1.0
@@ -898,7 +905,7 @@ impl Problems {
     pub(crate) fn into_vec(self) -> Vec<ConfigProblem> {
         self.0
     }
-    fn add(&mut self, key: impl Into<String>, message: impl Into<String>) {
+    pub(crate) fn add(&mut self, key: impl Into<String>, message: impl Into<String>) {
         self.0.push(ConfigProblem {
             key: key.into(),
             message: message.into(),
@@ -909,7 +916,7 @@ impl Problems {
             self.add(key, format!("{value} is outside {lo}..={hi} {unit}; {fix}"));
         }
     }
-    fn id<T>(&mut self, key: &str, r: Result<T, triad_schemas::ids::IdError>) -> Option<T> {
+    pub(crate) fn id<T>(&mut self, key: &str, r: Result<T, triad_schemas::ids::IdError>) -> Option<T> {
         match r {
             Ok(v) => Some(v),
             Err(e) => {
@@ -1117,6 +1124,7 @@ impl FileConfig {
                 p.add(key, format!("{len} bytes long, more than the {max} allowed"));
             }
         }
+        let (devices, mut bindings) = super::devices::validate(&self.devices, &self.axes, self.sim.seed, &mut p);
         let mut axes = Vec::new();
         for (i, a) in self.axes.iter().enumerate() {
             let k = |f: &str| format!("axes[{i}].{f}");
@@ -1160,6 +1168,7 @@ impl FileConfig {
                     max_ppm: a.max_ppm,
                     weld_current_a: a.weld_current_a,
                     start_running: a.start_running,
+                    io: bindings[i].take(),
                 });
             }
         }
@@ -1523,6 +1532,7 @@ impl FileConfig {
                 cpu: (c.cpu >= 0).then_some(c.cpu as usize),
                 telemetry_every_cycles: c.telemetry_every_cycles,
             },
+            devices,
             axes,
             cells,
             assets,

@@ -10,7 +10,10 @@
 //! Environment overrides use the prefix `TRIAD_` and `__` between levels:
 //! `TRIAD_DASHBOARD__LISTEN=127.0.0.1:9000`, `TRIAD_MES__URL=http://…`.
 
+pub mod devices;
 pub mod file;
+
+pub use devices::{DeviceConfig, Driver, IoBinding, PointRef};
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -71,6 +74,8 @@ pub struct NodeConfig {
     pub line: LineId,
     /// Control thread settings.
     pub control: ControlConfig,
+    /// Field devices the I/O scan reads and writes (`[[devices]]`).
+    pub devices: Vec<DeviceConfig>,
     /// Axes, each a station with its cell and asset (see [`NodeConfig::stations`]).
     pub axes: Vec<AxisConfig>,
     /// Inspection cells.
@@ -135,6 +140,9 @@ pub struct AxisConfig {
     pub weld_current_a: f64,
     /// Start feeding at once (the sim) or wait for a `Start` command.
     pub start_running: bool,
+    /// The device points of its signals; `None` until
+    /// [`NodeConfig::simulate_unbound`] gives it a simulated plant.
+    pub io: Option<IoBinding>,
 }
 
 /// One inspection cell.
@@ -256,6 +264,31 @@ impl NodeConfig {
     /// Axis by id.
     pub fn axis(&self, id: &AxisId) -> Option<&AxisConfig> {
         self.axes.iter().find(|a| &a.id == id)
+    }
+
+    /// Axes whose signals are bound to no device point.
+    pub fn unbound_axes(&self) -> Vec<&str> {
+        self.axes.iter().filter(|a| a.io.is_none()).map(|a| a.id.as_str()).collect()
+    }
+
+    /// `--sim`: give every axis without `[axes.io]` its own simulated plant,
+    /// a `sim` device `sim:<axis>` seeded `[sim] seed` + the axis' position
+    /// (so the built-in config and every file without devices run the same
+    /// line as before devices existed).
+    pub fn simulate_unbound(&mut self) {
+        for (i, axis) in self.axes.iter_mut().enumerate() {
+            if axis.io.is_some() {
+                continue;
+            }
+            let device = self.devices.len();
+            self.devices.push(DeviceConfig {
+                id: format!("sim:{}", axis.id),
+                driver: Driver::Sim {
+                    seed: self.sim_seed.wrapping_add(i as u64),
+                },
+            });
+            axis.io = Some(IoBinding(std::array::from_fn(|point| PointRef { device, point })));
+        }
     }
 
     /// The line's stations, one per `[[axes]]` entry, in file order.

@@ -121,15 +121,27 @@ fn axis_limits(cfg: &NodeConfig, axis: &AxisConfig) -> AxisLimits {
     }
 }
 
-/// The station whose plant gets the scenario's faults.
-fn fault_station(stations: &[StationConfig], fault_axis: Option<&AxisId>) -> anyhow::Result<usize> {
-    let Some(id) = fault_axis else {
-        return Ok(0);
+/// The scenario's faults and the device they go to: the simulated plant
+/// the fault axis' weld temperature is read from (default: the first
+/// axis').
+fn scenario_faults(
+    cfg: &NodeConfig,
+    scenario: &Scenario,
+    fault_axis: Option<&AxisId>,
+) -> anyhow::Result<(usize, Option<(usize, Vec<triad_hw::sim::Fault>)>)> {
+    let axis = match fault_axis {
+        None => 0,
+        Some(id) => cfg.axes.iter().position(|a| &a.id == id).with_context(|| {
+            let known: Vec<&str> = cfg.axes.iter().map(|a| a.id.as_str()).collect();
+            format!("--fault-axis {id}: the configuration has no such axis; its axes are {known:?}")
+        })?,
     };
-    stations.iter().position(|s| &s.axis.id == id).with_context(|| {
-        let known: Vec<&str> = stations.iter().map(|s| s.axis.id.as_str()).collect();
-        format!("--fault-axis {id}: the configuration has no such axis; its axes are {known:?}")
-    })
+    if scenario.faults.is_empty() {
+        return Ok((axis, None));
+    }
+    let device = crate::field::drivers::fault_device(cfg, axis)
+        .map_err(|e| anyhow::anyhow!("scenario {}: {e}", scenario.name))?;
+    Ok((axis, Some((device, scenario.faults.clone()))))
 }
 
 /// Open the durable state: the state directory and the outbox, with what
@@ -289,7 +301,12 @@ pub async fn run(
         !stations.is_empty(),
         "the configuration runs no station: give it an [[axes]] entry with one [[cells]] and one [[assets]] entry on that axis"
     );
-    let fault_index = fault_station(&stations, opts.fault_axis.as_ref())?;
+    let unbound = cfg.unbound_axes();
+    anyhow::ensure!(
+        unbound.is_empty(),
+        "axes {unbound:?} have no [axes.io]: bind their signals to device points (docs/configuration.md), or run with --sim to give each a simulated plant"
+    );
+    let (fault_index, faults) = scenario_faults(&cfg, &opts.scenario, opts.fault_axis.as_ref())?;
 
     let DurableState {
         outbox,
@@ -330,27 +347,25 @@ pub async fn run(
     })?;
     let listen = listener.local_addr()?;
 
-    // Every station's driver first, then the control thread, then at once
-    // the I/O scan: the programs' first cycles need a process image within
-    // input_stale_ms of their start.
-    let drivers: Vec<_> = stations
-        .iter()
-        .enumerate()
-        .map(|(i, st)| station::driver(i, st, &cfg, &opts.scenario, fault_index))
-        .collect();
+    // Every device's driver first (a simulated plant takes time to warm),
+    // then the control thread, then at once the I/O scan: the programs'
+    // first cycles need a process image within input_stale_ms of their
+    // start.
+    let devices = crate::field::drivers::open(&cfg, faults);
     let (control, endpoints) = start_control(&cfg, &stations, &clock)?;
-    let (plants, rings): (Vec<_>, Vec<_>) = drivers
-        .into_iter()
+    let (axes_io, rings): (Vec<_>, Vec<_>) = stations
+        .iter()
         .zip(endpoints)
-        .map(|(io, ends)| station::split_rings(io, ends))
+        .map(|(st, ends)| station::split_rings(st, ends))
         .unzip();
+    let line_scan = crate::field::LineScan::new(devices, axes_io);
     let stop_io = Arc::new(AtomicBool::new(false));
     let io_thread = {
         let (stop, clock) = (stop_io.clone(), clock.clone());
         let io_prio = cfg.control.rt_priority.map(|p| (p - 10).max(1));
         std::thread::Builder::new()
             .name("triad-io".into())
-            .spawn(move || threads::run_io_scan(plants, clock, Duration::from_millis(1), io_prio, stop))?
+            .spawn(move || crate::field::scan::run(line_scan, clock, Duration::from_millis(1), io_prio, stop))?
     };
 
     // Per station: its camera and inspection worker, its twin, its view,

@@ -33,7 +33,7 @@
 use crate::bus::outbox::OutboxStats;
 use crate::control::ControlStats;
 use crate::dashboard::{AlertView, ChainView, ExcursionView, Snapshot, WorkOrderView};
-use crate::node::threads::IoStats;
+use crate::field::IoStats;
 use crate::scenario::Scenario;
 use serde::Serialize;
 use std::sync::Arc;
@@ -131,6 +131,9 @@ pub struct StationReport {
     pub defects: u64,
     /// Frames lost before inspection.
     pub dropped: u64,
+    /// I/O scans in which a device the axis is bound to did not answer (its
+    /// program got no new inputs).
+    pub io_scans_failed: u64,
     /// The twin's state at the end.
     pub twin_state: String,
     /// Alerts raised on the asset.
@@ -221,6 +224,7 @@ impl StationReport {
             frames: snap.inspection.frames,
             defects: snap.inspection.defects,
             dropped: io.welds_dropped.load(Relaxed),
+            io_scans_failed: io.scans_failed.load(Relaxed),
             twin_state: snap.twin.state.clone(),
             alerts: snap.alerts.clone(),
             work_orders: snap.work_orders.clone(),

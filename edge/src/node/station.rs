@@ -5,7 +5,8 @@
 //! command gate and context; [`StationParts::spawn`]
 //! starts its async tasks; [`Running`] stops them in the node's order.
 
-use super::threads::{self, AxisIo, InspectionOutcome, IoStats};
+use super::threads::{self, InspectionOutcome};
+use crate::field::{AxisIo, IoStats};
 use super::{chain, tasks};
 use crate::bus::publisher::Publisher;
 use crate::clock::Clock;
@@ -22,8 +23,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-use triad_hw::ProcessIo;
-use triad_hw::sim::{PlantParams, SimCamera, SimCameraConfig, SimLine};
+use triad_hw::sim::{SimCamera, SimCameraConfig};
 use triad_inspect::history::ResultHistory;
 use triad_schemas::Topic;
 use triad_schemas::ids::LineId;
@@ -148,35 +148,6 @@ pub(crate) struct StationParts {
     steps: mpsc::UnboundedReceiver<(TwinStep, Arc<str>)>,
 }
 
-/// Station `i`'s field I/O driver: the simulated plant, seeded
-/// `[sim] seed + i`, with the scenario's faults only on the fault station.
-/// Made before the control thread starts: warming a plant takes time the
-/// first control cycles must not wait for.
-pub(crate) fn driver(
-    i: usize,
-    st: &StationConfig,
-    cfg: &NodeConfig,
-    scenario: &Scenario,
-    fault_index: usize,
-) -> Box<dyn ProcessIo> {
-    let faults = if i == fault_index {
-        scenario.faults.clone()
-    } else {
-        Vec::new()
-    };
-    let start_ppm = if st.axis.start_running {
-        st.axis.nominal_ppm
-    } else {
-        0.0
-    };
-    Box::new(SimLine::warm(
-        PlantParams::default(),
-        cfg.sim_seed.wrapping_add(i as u64),
-        faults,
-        start_ppm,
-    ))
-}
-
 /// A station's side of its rings, once the I/O scan runs with the other.
 pub(crate) struct StationRings {
     /// Requests to the axis program (the command gate's).
@@ -189,14 +160,14 @@ pub(crate) struct StationRings {
     pub io_stats: Arc<IoStats>,
 }
 
-/// Split station `i`'s control endpoints: the I/O scan's part (`AxisIo`,
-/// with `io`) and the station's ([`StationRings`]).
-pub(crate) fn split_rings(io: Box<dyn ProcessIo>, ends: ControlEndpoints) -> (AxisIo, StationRings) {
+/// Split a station's control endpoints: the I/O scan's part (`AxisIo`,
+/// with where its axis' signals live) and the station's ([`StationRings`]).
+pub(crate) fn split_rings(st: &StationConfig, ends: ControlEndpoints) -> (AxisIo, StationRings) {
     let io_stats = Arc::new(IoStats::default());
     let (trigger_tx, triggers) = rtrb::RingBuffer::new(1024);
     (
         AxisIo {
-            io,
+            binding: st.axis.io.clone().expect("the node runs bound axes only"),
             inputs: ends.inputs,
             outputs: ends.outputs,
             triggers: trigger_tx,

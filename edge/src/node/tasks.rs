@@ -670,7 +670,7 @@ mod tests {
                 gate,
                 history: Arc::new(Mutex::new(ResultHistory::new(16))),
                 control_stats: stats,
-                io_stats: Arc::new(super::super::threads::IoStats::default()),
+                io_stats: Arc::new(crate::field::IoStats::default()),
                 axis,
                 cell,
                 asset,
