@@ -8,6 +8,7 @@
 //! | [`field`] | the line's devices (`[[devices]]`, drivers behind `triad_hw::Device`) and the I/O scan between their points and each axis' process image |
 //! | [`control`] | the RT control thread: sans-IO axis program, fixed-period runner, lock-free rings, jitter histogram |
 //! | [`node`] | builds every station from the config: an inspection and a twin thread per station, the async tasks, the closed loop, the model wiring and the run report |
+//! | [`rules`] | the closed-loop rules, sans-IO: alert → derate → alert stored → analysis → work order, as actions from events and `now` |
 //! | [`commands`] | the command gate: checks command tokens and scope, executes and audits control commands |
 //! | [`models`] | signed model bundles, the ordered deploy checks, the arc-swap slot, the fuse, rollback, the model service |
 //! | [`trust`] | keys, keyring, tokens, replay memory and the audit trail, shared by model deploys and commands |
@@ -41,5 +42,6 @@ pub mod mes;
 pub mod metrics;
 pub mod models;
 pub mod node;
+pub mod rules;
 pub mod scenario;
 pub mod trust;

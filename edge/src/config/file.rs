@@ -294,6 +294,24 @@ pub struct AnalysisSection {
     /// Its weight, frames.
     #[serde(default = "default_prior_weight")]
     pub prior_weight_frames: f64,
+    /// A work order is Urgent from this defect probability.
+    #[serde(default = "default_urgent_probability")]
+    pub urgent_defect_probability: f64,
+    /// A work order is High from this defect probability...
+    #[serde(default = "default_high_probability")]
+    pub high_defect_probability: f64,
+    /// ... or when the defect rate is elevated with this probability.
+    #[serde(default = "default_high_elevated")]
+    pub high_elevated_probability: f64,
+}
+fn default_urgent_probability() -> f64 {
+    0.3
+}
+fn default_high_probability() -> f64 {
+    0.1
+}
+fn default_high_elevated() -> f64 {
+    0.95
 }
 fn default_batches() -> usize {
     3
@@ -310,6 +328,9 @@ impl Default for AnalysisSection {
             batches: default_batches(),
             prior_defect_rate: default_prior_rate(),
             prior_weight_frames: default_prior_weight(),
+            urgent_defect_probability: default_urgent_probability(),
+            high_defect_probability: default_high_probability(),
+            high_elevated_probability: default_high_elevated(),
         }
     }
 }
@@ -1387,6 +1408,22 @@ impl FileConfig {
             "frames",
             "200 is a light prior",
         );
+        for (key, v) in [
+            ("analysis.urgent_defect_probability", an.urgent_defect_probability),
+            ("analysis.high_defect_probability", an.high_defect_probability),
+            ("analysis.high_elevated_probability", an.high_elevated_probability),
+        ] {
+            p.range(key, v, 0.0, 1.0, "", "a probability");
+        }
+        if an.high_defect_probability > an.urgent_defect_probability {
+            p.add(
+                "analysis.high_defect_probability",
+                format!(
+                    "{} is above urgent_defect_probability ({}): a work order would skip High; keep high <= urgent",
+                    an.high_defect_probability, an.urgent_defect_probability
+                ),
+            );
+        }
 
         let bus = match (self.bus.backend.as_str(), &self.bus.url) {
             ("embedded", _) => Some(BusConfig::Embedded),
@@ -1541,6 +1578,11 @@ impl FileConfig {
                 batches: an.batches,
                 prior_defect_rate: an.prior_defect_rate,
                 prior_weight_frames: an.prior_weight_frames,
+                priorities: crate::rules::Priorities {
+                    urgent_defect_probability: an.urgent_defect_probability,
+                    high_defect_probability: an.high_defect_probability,
+                    high_elevated_probability: an.high_elevated_probability,
+                },
             },
             bus: bus.expect("checked"),
             outbox: OutboxLimits {

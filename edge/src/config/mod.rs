@@ -192,16 +192,6 @@ pub struct DerateRule {
     pub derate_ppm: f64,
 }
 
-/// Analysis settings.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct AnalysisSettings {
-    /// Batches to analyse.
-    pub batches: usize,
-    /// Commissioning defect rate.
-    pub prior_defect_rate: f64,
-    /// Its weight in frames.
-    pub prior_weight_frames: f64,
-}
 
 /// Bus backend.
 #[derive(Clone, Debug, PartialEq)]
@@ -218,6 +208,7 @@ pub use crate::bus::outbox::OutboxLimits;
 pub use crate::bus::pulsar_config::PulsarConfig;
 pub use crate::dashboard::HealthBounds;
 pub use crate::mes::MesConfig;
+pub use crate::rules::AnalysisSettings;
 
 impl PulsarConfig {
     /// Settings for `url` with every other key at its default.
@@ -258,6 +249,21 @@ pub struct StationConfig {
     /// What the asset's alert does to the axis (`None`: the alert is
     /// raised and analysed, the rate is kept).
     pub rule: Option<DerateRule>,
+}
+
+impl StationConfig {
+    /// The closed-loop rules of this station on `line`.
+    pub fn rules(&self, line: &LineId, analysis: AnalysisSettings) -> crate::rules::StationRules {
+        crate::rules::StationRules {
+            line: line.clone(),
+            axis: self.axis.id.clone(),
+            cell: self.cell.id.clone(),
+            asset: self.asset.id.clone(),
+            derate_ppm: self.rule.as_ref().map(|r| r.derate_ppm),
+            persistence_ms: self.asset.persistence.as_millis() as i64,
+            analysis,
+        }
+    }
 }
 
 impl NodeConfig {

@@ -15,83 +15,13 @@ use super::StationCtx;
 use crate::commands::Origin;
 use crate::control::ControlEvent;
 use crate::dashboard::{AlertView, ChainView, WorkOrderView};
-use serde::{Deserialize, Serialize};
+pub use crate::rules::chain::{BatchRecord, ChainRecord, Step};
+use crate::rules::chain::{self as core, Action, AnalysisInputs, DerateOutcome, DerateRequest, Event, RaisedAlert};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
-use triad_schemas::{
-    AlertKind, AlertState, ChainStamps, CommandAction, ControlCommand, Priority, Severity, TwinAlert, WorkOrder,
-};
-use triad_twin::analysis::{AnalysisConfig, Baseline, BatchStats, analyze};
-
-/// Inspection counts of one batch, as journaled.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct BatchRecord {
-    /// Batch id.
-    pub batch_id: String,
-    /// Frames inspected.
-    pub frames: u64,
-    /// Defective frames.
-    pub defects: u64,
-    /// First frame, ns.
-    pub first_ns: i64,
-    /// Last frame, ns.
-    pub last_ns: i64,
-}
-
-/// The last step a chain completed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Step {
-    /// The twin raised the alert; nothing else is done.
-    Raised,
-    /// The derate rule ran (applied, refused, or no rule).
-    Derated,
-    /// The alert is in the outbox.
-    AlertStored,
-    /// The analysis ran; the work order is built (in the record).
-    Analysed,
-    /// The work order is in the outbox.
-    WorkOrderStored,
-}
-
-/// One chain's journal.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ChainRecord {
-    /// Alert id (`<asset>-<onset ms>`).
-    pub alert_id: String,
-    /// Residual left its band, ns.
-    pub onset_ns: i64,
-    /// Alert raised, ns.
-    pub alert_ns: i64,
-    /// Residual at the alert, °C.
-    pub residual_c: f64,
-    /// Band, °C.
-    pub band_c: f64,
-    /// The alert's text.
-    pub message: String,
-    /// Rate set-point when the alert was raised, PPM.
-    pub ppm_before: f64,
-    /// The recent inspection batches at the alert.
-    pub batches: Vec<BatchRecord>,
-    /// Healthy baseline at the alert `(frames, defects)`.
-    pub baseline: (u64, u64),
-    /// Last completed step.
-    pub step: Step,
-    /// Derate applied by the control thread, ns.
-    pub derate_ns: Option<i64>,
-    /// Rate set-point after the derate step, PPM.
-    pub ppm_after: f64,
-    /// What the derate step did.
-    pub derate_text: String,
-    /// Analysis done, ns.
-    pub analysis_ns: Option<i64>,
-    /// The built work order (from [`Step::Analysed`]).
-    pub work_order: Option<WorkOrder>,
-    /// Topic and sequence of the stored work order.
-    pub stored: Option<(String, i64)>,
-}
+use triad_schemas::{CommandAction, ControlCommand};
 
 /// Counts chains in flight so an orderly stop can wait for them.
 #[derive(Default)]
@@ -217,29 +147,14 @@ async fn pause_before(step: &str) {
     let _ = step;
 }
 
-/// Start a new chain for a raised alert (journaled before anything is done).
-pub fn start(ctx: &Arc<StationCtx>, alert_id: String, onset_ns: i64, alert_ns: i64, residual_c: f64, band_c: f64) {
-    let persistence_ms = ctx.asset.persistence.as_millis() as i64;
-    let message = format!(
-        "weld temperature {:+.1} °C off the twin's prediction for more than {:.1} s (band ±{band_c:.1} °C)",
-        residual_c,
-        persistence_ms as f64 / 1000.0,
-    );
-    let (batches, baseline) = {
-        let n = ctx.settings.analysis.batches;
-        let h = ctx.history.lock().expect("history poisoned");
-        (h.last_batches(n), h.baseline(onset_ns, n))
-    };
-    let ppm_before = ctx.live.update(|s| s.axis.ppm_setpoint);
-    let rec = ChainRecord {
-        alert_id,
-        onset_ns,
-        alert_ns,
-        residual_c,
-        band_c,
-        message,
-        ppm_before,
-        batches: batches
+/// The inspection figures of the station now: the last batches and the
+/// healthy baseline before `onset_ns`.
+fn inspection_now(ctx: &StationCtx, onset_ns: i64) -> AnalysisInputs {
+    let n = ctx.rules.analysis.batches;
+    let h = ctx.history.lock().expect("history poisoned");
+    AnalysisInputs {
+        batches: h
+            .last_batches(n)
             .into_iter()
             .map(|b| BatchRecord {
                 batch_id: b.batch_id,
@@ -249,17 +164,16 @@ pub fn start(ctx: &Arc<StationCtx>, alert_id: String, onset_ns: i64, alert_ns: i
                 last_ns: b.last_ns,
             })
             .collect(),
-        baseline,
-        step: Step::Raised,
-        derate_ns: None,
-        ppm_after: ppm_before,
-        derate_text: "No derate rule for this asset".into(),
-        analysis_ns: None,
-        work_order: None,
-        stored: None,
-    };
+        baseline: h.baseline(onset_ns, n),
+    }
+}
+
+/// Start a new chain for a raised alert (journaled before anything is done).
+pub fn start(ctx: &Arc<StationCtx>, alert: RaisedAlert) {
+    let ppm_before = ctx.live.update(|s| s.axis.ppm_setpoint);
+    let rec = core::raise(&ctx.rules, &alert, ppm_before, inspection_now(ctx, alert.onset_ns));
     ctx.station_metrics.alerts.inc();
-    tracing::warn!(alert = %rec.alert_id, asset = %ctx.asset.id, residual_c, "twin alert raised");
+    tracing::warn!(alert = %rec.alert_id, asset = %ctx.asset.id, residual_c = alert.residual_c, "twin alert raised");
     show_raised(ctx, &rec);
     save(ctx, &rec);
     spawn(ctx, rec, false);
@@ -367,255 +281,148 @@ async fn sweep(ctx: Arc<StationCtx>) {
     }
 }
 
+/// Drive one chain: do each action the rules ask for, hand back its
+/// outcome, journal the record, until the work order is stored. A step that
+/// cannot be done now (a stop before the derate is answered, a work order
+/// the outbox could not take) leaves the journal for the next start.
 async fn advance(ctx: &Arc<StationCtx>, mut rec: ChainRecord, resumed: bool) {
-    if rec.step == Step::Raised {
-        pause_before("derate").await;
-        if !derate(ctx, &mut rec).await {
-            return;
-        }
-        rec.step = Step::Derated;
-        save(ctx, &rec);
-    }
-    if rec.step == Step::Derated {
-        pause_before("alert").await;
-        let alert = TwinAlert {
-            envelope: ctx.publisher.envelope(rec.alert_ns),
-            alert_id: rec.alert_id.clone(),
-            asset: ctx.asset.id.to_string(),
-            kind: AlertKind::ResidualOutOfBand,
-            state: AlertState::Raised,
-            severity: Severity::Critical,
-            onset_ns: rec.onset_ns,
-            raised_ns: rec.alert_ns,
-            residual_c: rec.residual_c,
-            band_c: rec.band_c,
-            persistence_ms: ctx.asset.persistence.as_millis() as i64,
-            message: rec.message.clone(),
+    loop {
+        let event = match core::next_action(&rec, &ctx.rules) {
+            Action::Done => return,
+            Action::Derate(req) => {
+                pause_before("derate").await;
+                match derate(ctx, &rec, req).await {
+                    Some(outcome) => Event::Derate(outcome),
+                    None => return,
+                }
+            }
+            Action::StoreAlert(mut alert) => {
+                pause_before("alert").await;
+                alert.envelope = ctx.publisher.envelope(alert.envelope.stamp_ns);
+                if let Err(e) = ctx.publisher.publish_durably(&ctx.topics.twin_alert, *alert, false).await {
+                    tracing::error!(alert = %rec.alert_id, error = %e, "alert not stored");
+                }
+                Event::AlertStored
+            }
+            Action::Analyse => {
+                pause_before("analysis").await;
+                // Live: the history as it is now (results kept coming during
+                // the derate). Resumed: the batches journaled at the alert.
+                Event::Analysis((!resumed).then(|| inspection_now(ctx, rec.onset_ns)))
+            }
+            Action::StoreWorkOrder(mut wo) => {
+                pause_before("workorder").await;
+                show_work_order(ctx, &rec, &wo);
+                wo.envelope = ctx.publisher.envelope(wo.envelope.stamp_ns);
+                let to_mes = ctx.settings.to_mes;
+                match ctx.publisher.publish_durably(&ctx.topics.work_order, *wo, to_mes).await {
+                    Ok(wo) => {
+                        tracing::info!(work_order = %wo.work_order_id, priority = ?wo.priority, defect_probability = wo.defect_probability, to_mes, "work order issued");
+                        ctx.live.event(
+                            wo.chain.workorder_ns,
+                            "workorder",
+                            format!("work order {} ({:?}) issued", wo.work_order_id, wo.priority),
+                        );
+                        Event::WorkOrderStored {
+                            topic: ctx.topics.work_order.name().to_string(),
+                            sequence: wo.envelope.sequence,
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(alert = %rec.alert_id, error = %e, "work order not stored; it is stored at the next start");
+                        return;
+                    }
+                }
+            }
         };
-        if let Err(e) = ctx
-            .publisher
-            .publish_durably(&ctx.topics.twin_alert, alert, false)
-            .await
-        {
-            tracing::error!(alert = %rec.alert_id, error = %e, "alert not stored");
+        let analysed = matches!(event, Event::Analysis(_));
+        core::handle(&mut rec, event, ctx.clock.now_ns(), &ctx.rules);
+        if analysed && let Some(wo) = &rec.work_order {
+            crate::node::tasks::write_report(ctx, wo);
+            ctx.live.event(
+                wo.chain.analysis_ns,
+                "analysis",
+                format!(
+                    "{} frames, {} defective in {:?}: defect probability {}, priority {:?}",
+                    wo.frames_analysed,
+                    wo.defects_found,
+                    wo.batches,
+                    wo.defect_probability.map_or("unknown".into(), |p| format!("{p:.3}")),
+                    wo.priority
+                ),
+            );
         }
-        rec.step = Step::AlertStored;
+        show_chain(ctx, &rec);
         save(ctx, &rec);
-    }
-    if rec.step == Step::AlertStored {
-        pause_before("analysis").await;
-        let wo = analyse(ctx, &mut rec, resumed);
-        crate::node::tasks::write_report(ctx, &wo);
-        rec.work_order = Some(wo);
-        rec.step = Step::Analysed;
-        save(ctx, &rec);
-    }
-    if rec.step == Step::Analysed {
-        pause_before("workorder").await;
-        let wo = rec.work_order.clone().expect("analysed chains carry their work order");
-        let workorder_ns = wo.chain.workorder_ns;
-        let to_mes = ctx.settings.to_mes;
-        ctx.live.update(|s| {
-            if !s.work_orders.iter().any(|w| w.work_order_id == wo.work_order_id) {
-                s.work_orders.push(WorkOrderView {
-                    work_order_id: wo.work_order_id.clone(),
-                    priority: format!("{:?}", wo.priority),
-                    defect_probability: wo.defect_probability,
-                    summary: wo.summary.clone(),
-                    issued_ns: workorder_ns,
-                    to_mes,
-                    ..Default::default()
-                });
-            }
-            if let Some(c) = s.chain.as_mut().filter(|c| c.alert_id == rec.alert_id) {
-                c.workorder_ns = Some(workorder_ns);
-            }
-        });
-        match ctx.publisher.publish_durably(&ctx.topics.work_order, wo, to_mes).await {
-            Ok(wo) => {
-                tracing::info!(work_order = %wo.work_order_id, priority = ?wo.priority, defect_probability = wo.defect_probability, to_mes, "work order issued");
-                ctx.live.event(
-                    workorder_ns,
-                    "workorder",
-                    format!("work order {} ({:?}) issued", wo.work_order_id, wo.priority),
-                );
-                rec.stored = Some((ctx.topics.work_order.name().to_string(), wo.envelope.sequence));
-                rec.step = Step::WorkOrderStored;
-                save(ctx, &rec);
-            }
-            Err(e) => {
-                tracing::error!(alert = %rec.alert_id, error = %e, "work order not stored; it is stored at the next start")
-            }
-        }
     }
 }
 
-/// The derate step. False: not decided (the node is stopping and the control
-/// thread did not answer); the journal keeps the chain for the next start.
-async fn derate(ctx: &Arc<StationCtx>, rec: &mut ChainRecord) -> bool {
-    let Some(rule) = &ctx.rule else {
-        return true;
-    };
+/// The derate step. `None`: not decided (the node is stopping and the
+/// control thread did not answer); the journal keeps the chain for the next
+/// start.
+async fn derate(ctx: &Arc<StationCtx>, rec: &ChainRecord, req: DerateRequest) -> Option<DerateOutcome> {
     let cmd = ControlCommand {
         envelope: ctx.publisher.envelope(rec.alert_ns),
-        command_id: format!("CMD-{}", rec.alert_id),
-        axis: rule.axis.to_string(),
+        command_id: req.command_id,
+        axis: ctx.axis.id.to_string(),
         action: CommandAction::Derate,
-        value: Some(rule.derate_ppm),
-        reason: format!("alert {}: {}", rec.alert_id, rec.message),
+        value: Some(req.ppm),
+        reason: req.reason,
         issued_by: "rule:derate_on_alert".into(),
         token: None,
     };
-    match ctx.gate.submit(&cmd, Origin::Internal).await {
-        Ok((stamp, ControlEvent::Applied { to_ppm, .. })) => {
-            rec.derate_ns = Some(stamp);
-            // A chain resumed after a restart derates from the rate the line
-            // restarted at; the work order reports the rate before the alert.
-            rec.ppm_after = to_ppm;
-            rec.derate_text = format!("Line derated {} → {to_ppm} PPM", rec.ppm_before);
+    let why = match ctx.gate.submit(&cmd, Origin::Internal).await {
+        Ok((stamp_ns, ControlEvent::Applied { to_ppm, .. })) => {
+            return Some(DerateOutcome::Applied { stamp_ns, to_ppm });
         }
-        Ok(_) => {}
-        Err(e) => {
-            if ctx.stopping.load(Ordering::SeqCst) {
-                tracing::warn!(alert = %rec.alert_id, error = %e, "derate not applied before the stop; it is applied at the next start");
-                return false;
-            }
-            rec.derate_text = format!("Derate NOT applied ({e})");
-            ctx.live
-                .event(ctx.clock.now_ns(), "derate", format!("derate not applied: {e}"));
+        Ok((_, other)) => format!("{other:?}"),
+        Err(e) if ctx.stopping.load(Ordering::SeqCst) => {
+            tracing::warn!(alert = %rec.alert_id, error = %e, "derate not applied before the stop; it is applied at the next start");
+            return None;
         }
-    }
+        Err(e) => e.to_string(),
+    };
+    ctx.live
+        .event(ctx.clock.now_ns(), "derate", format!("derate not applied: {why}"));
+    Some(DerateOutcome::NotApplied(why))
+}
+
+/// The dashboard's view of the chain after a step.
+fn show_chain(ctx: &StationCtx, rec: &ChainRecord) {
     ctx.live.update(|s| {
         if let Some(c) = s.chain.as_mut().filter(|c| c.alert_id == rec.alert_id) {
             c.derate_ns = rec.derate_ns;
-            c.ppm_before = Some(rec.ppm_before);
-            c.ppm_after = Some(rec.ppm_after);
+            if rec.step >= Step::Derated {
+                c.ppm_before = Some(rec.ppm_before);
+                c.ppm_after = Some(rec.ppm_after);
+            }
+            c.analysis_ns = rec.analysis_ns;
+            if let Some(wo) = &rec.work_order {
+                c.defect_probability = wo.defect_probability;
+            }
         }
     });
-    true
 }
 
-fn analyse(ctx: &StationCtx, rec: &mut ChainRecord, resumed: bool) -> WorkOrder {
-    // Live: the history as it is now (results kept coming during the
-    // derate). Resumed: the batches journaled at the alert.
-    let (batches, base) = if resumed {
-        (
-            rec.batches
-                .iter()
-                .map(|b| BatchStats {
-                    batch_id: b.batch_id.clone(),
-                    frames: b.frames,
-                    defects: b.defects,
-                    first_ns: b.first_ns,
-                    last_ns: b.last_ns,
-                })
-                .collect::<Vec<_>>(),
-            rec.baseline,
-        )
-    } else {
-        let n = ctx.settings.analysis.batches;
-        let h = ctx.history.lock().expect("history poisoned");
-        (
-            h.last_batches(n)
-                .into_iter()
-                .map(|b| BatchStats {
-                    batch_id: b.batch_id,
-                    frames: b.frames,
-                    defects: b.defects,
-                    first_ns: b.first_ns,
-                    last_ns: b.last_ns,
-                })
-                .collect(),
-            h.baseline(rec.onset_ns, n),
-        )
-    };
-    let acfg = AnalysisConfig {
-        prior_rate: ctx.settings.analysis.prior_defect_rate,
-        prior_weight_frames: ctx.settings.analysis.prior_weight_frames,
-    };
-    let analysis = analyze(
-        &batches,
-        &Baseline {
-            frames: base.0,
-            defects: base.1,
-        },
-        &acfg,
-        ctx.clock.now_ns(),
-    );
-    let analysis_ns = ctx.clock.now_ns();
-    rec.analysis_ns = Some(analysis_ns);
-    let (probability, priority, summary, recent_rate, baseline_rate, elevated, frames, defects, batch_ids) =
-        match &analysis {
-            Ok(a) => {
-                let priority = if a.defect_probability >= 0.3 {
-                    Priority::Urgent
-                } else if a.defect_probability >= 0.1 || a.elevated_probability >= 0.95 {
-                    Priority::High
-                } else {
-                    Priority::Normal
-                };
-                (
-                    a.defect_probability,
-                    priority,
-                    a.summary.clone(),
-                    a.recent_rate,
-                    a.baseline_rate,
-                    a.elevated_probability,
-                    a.frames,
-                    a.defects,
-                    a.batches.clone(),
-                )
-            }
-            Err(e) => (
-                f64::NAN,
-                Priority::High,
-                e.to_string(),
-                0.0,
-                acfg.prior_rate,
-                0.0,
-                0,
-                0,
-                Vec::new(),
-            ),
-        };
+fn show_work_order(ctx: &StationCtx, rec: &ChainRecord, wo: &triad_schemas::WorkOrder) {
+    let workorder_ns = wo.chain.workorder_ns;
+    let to_mes = ctx.settings.to_mes;
     ctx.live.update(|s| {
+        if !s.work_orders.iter().any(|w| w.work_order_id == wo.work_order_id) {
+            s.work_orders.push(WorkOrderView {
+                work_order_id: wo.work_order_id.clone(),
+                priority: format!("{:?}", wo.priority),
+                defect_probability: wo.defect_probability,
+                summary: wo.summary.clone(),
+                issued_ns: workorder_ns,
+                to_mes,
+                ..Default::default()
+            });
+        }
         if let Some(c) = s.chain.as_mut().filter(|c| c.alert_id == rec.alert_id) {
-            c.analysis_ns = Some(analysis_ns);
-            c.defect_probability = probability.is_finite().then_some(probability);
+            c.workorder_ns = Some(workorder_ns);
         }
     });
-    ctx.live.event(analysis_ns, "analysis", summary.clone());
-    let workorder_ns = ctx.clock.now_ns();
-    WorkOrder {
-        envelope: ctx.publisher.envelope(workorder_ns),
-        work_order_id: format!("WO-{}", rec.alert_id),
-        line: ctx.settings.line.to_string(),
-        asset: ctx.asset.id.to_string(),
-        cell: ctx.cell.id.to_string(),
-        axis: ctx.axis.id.to_string(),
-        alert_id: rec.alert_id.clone(),
-        priority,
-        defect_probability: probability.is_finite().then_some(probability),
-        baseline_defect_rate: baseline_rate,
-        recent_defect_rate: recent_rate,
-        elevated_probability: elevated,
-        batches: batch_ids,
-        frames_analysed: frames as i64,
-        defects_found: defects as i64,
-        ppm_before: rec.ppm_before,
-        ppm_after: rec.ppm_after,
-        chain: ChainStamps {
-            fault_onset_ns: rec.onset_ns,
-            alert_ns: rec.alert_ns,
-            derate_ns: rec.derate_ns,
-            analysis_ns,
-            workorder_ns,
-        },
-        summary: format!(
-            "{}. {}. {summary}. Check the weld cooling and electrode of {}.",
-            rec.message, rec.derate_text, ctx.asset.id
-        ),
-    }
 }
 
 #[cfg(test)]

@@ -11,13 +11,14 @@ use super::{chain, tasks};
 use crate::bus::publisher::Publisher;
 use crate::clock::Clock;
 use crate::commands::{CommandAuth, CommandGate};
-use crate::config::{AnalysisSettings, AssetConfig, AxisConfig, CellConfig, DerateRule, NodeConfig, StationConfig};
+use crate::config::{AssetConfig, AxisConfig, CellConfig, NodeConfig, StationConfig};
 use crate::control::rings::ControlEndpoints;
 use crate::control::{ControlStats, ControlTelemetry};
 use crate::dashboard::{LiveState, NodeView};
 use crate::metrics::{Metrics, StationMetrics};
 use crate::models::slot::WorkerModels;
 use crate::models::twin::TwinModels;
+use crate::rules::StationRules;
 use crate::scenario::Scenario;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
@@ -64,16 +65,13 @@ impl Topics {
     }
 }
 
-/// What a station's closed loop needs of the node's configuration (the
-/// rest of `NodeConfig` stays at the assembly in [`run`]).
+/// Where a station's closed loop does its I/O (its rules are in
+/// [`StationRules`]; the rest of `NodeConfig` stays at the assembly in
+/// [`run`]).
 #[derive(Clone, Debug)]
 pub(crate) struct LoopSettings {
     /// Where chain journals and analysis reports are written.
     pub state_dir: std::path::PathBuf,
-    /// The line the work orders name.
-    pub line: LineId,
-    /// The analysis' batches and priors.
-    pub analysis: AnalysisSettings,
     /// Work orders also go to an MES by HTTP (else: the topic only).
     pub to_mes: bool,
 }
@@ -82,8 +80,6 @@ impl LoopSettings {
     pub(crate) fn of(cfg: &NodeConfig) -> Self {
         Self {
             state_dir: cfg.state_dir.clone(),
-            line: cfg.line.clone(),
-            analysis: cfg.analysis,
             to_mes: cfg.mes.url.is_some(),
         }
     }
@@ -93,6 +89,8 @@ impl LoopSettings {
 /// its view, gate and topics, and the node's shared parts.
 pub(crate) struct StationCtx {
     pub settings: LoopSettings,
+    /// The closed loop's rules of this station.
+    pub rules: StationRules,
     pub clock: Arc<dyn Clock>,
     pub publisher: Arc<Publisher>,
     pub metrics: Arc<Metrics>,
@@ -106,7 +104,6 @@ pub(crate) struct StationCtx {
     pub axis: AxisConfig,
     pub cell: CellConfig,
     pub asset: AssetConfig,
-    pub rule: Option<DerateRule>,
     pub topics: Topics,
     /// Closed-loop chains in flight, on every station.
     pub chains: Arc<chain::ChainTracker>,
@@ -255,6 +252,7 @@ pub(crate) fn build(
     });
     let ctx = Arc::new(StationCtx {
         settings: LoopSettings::of(c.cfg),
+        rules: st.rules(&c.cfg.line, c.cfg.analysis),
         clock: c.clock.clone(),
         publisher: c.publisher.clone(),
         metrics: c.metrics.clone(),
@@ -267,7 +265,6 @@ pub(crate) fn build(
         axis: st.axis.clone(),
         cell: st.cell.clone(),
         asset: st.asset.clone(),
-        rule: st.rule.clone(),
         topics: Topics::of(&c.cfg.line, st),
         chains: c.chains.clone(),
         stopping: c.stopping.clone(),

@@ -447,10 +447,16 @@ pub async fn twin_task(ctx: Arc<StationCtx>, mut rx: mpsc::UnboundedReceiver<(Tw
             Some(AlertEvent::Raised {
                 onset_ns, residual_c, ..
             }) => {
-                let alert_ns = ctx.clock.now_ns();
-                let alert_id = format!("{}-{}", ctx.asset.id, onset_ns / 1_000_000);
-                open_alert = Some(alert_id.clone());
-                super::chain::start(&ctx, alert_id, onset_ns, alert_ns, residual_c, step.band_c);
+                open_alert = Some(crate::rules::chain::alert_id(&ctx.rules, onset_ns));
+                super::chain::start(
+                    &ctx,
+                    crate::rules::chain::RaisedAlert {
+                        onset_ns,
+                        alert_ns: ctx.clock.now_ns(),
+                        residual_c,
+                        band_c: step.band_c,
+                    },
+                );
             }
             Some(AlertEvent::Cleared { onset_ns, cleared_ns }) => {
                 let alert_id = open_alert
@@ -553,7 +559,7 @@ mod tests {
     use std::sync::atomic::{AtomicBool, AtomicI64};
     use triad_hw::LineInputs;
     use triad_inspect::history::ResultHistory;
-    use triad_schemas::{ClockState, Envelope, Topic, codec::SCHEMA_VERSION};
+    use triad_schemas::{ClockState, Envelope, codec::SCHEMA_VERSION};
 
     const MS: i64 = 1_000_000;
 
@@ -652,16 +658,11 @@ mod tests {
                 ends.requests,
                 metrics.clone(),
             ));
-            let topics = super::super::Topics {
-                command: Topic::control_command(&axis.id),
-                control_state: Topic::control_state(&axis.id),
-                inspection: Topic::inspection_result(&cell.id),
-                twin_status: Topic::twin_status(&asset.id),
-                twin_alert: Topic::twin_alert(&asset.id),
-                work_order: Topic::mes_work_order(&cfg.line),
-            };
+            let station = &cfg.stations()[0];
+            let topics = super::super::Topics::of(&cfg.line, station);
             let ctx = Arc::new(StationCtx {
                 settings: super::super::LoopSettings::of(&cfg),
+                rules: station.rules(&cfg.line, cfg.analysis),
                 clock: clock.clone(),
                 publisher,
                 station_metrics: crate::metrics::StationMetrics::new(&metrics, cell.id.as_str(), asset.id.as_str()),
@@ -674,7 +675,6 @@ mod tests {
                 axis,
                 cell,
                 asset,
-                rule: None,
                 topics,
                 chains: Arc::new(super::super::chain::ChainTracker::default()),
                 stopping: Arc::new(AtomicBool::new(false)),
