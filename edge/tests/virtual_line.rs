@@ -28,7 +28,9 @@ use triad_edge::control::runner::{AxisLoop, ControlRunner};
 use triad_edge::control::{ControlEvent, ControlStats, ControlTelemetry};
 use triad_edge::field::{AxisIo, IoStats, LineScan};
 use triad_edge::rules::StationRules;
-use triad_edge::rules::chain::{self, Action, AnalysisInputs, BatchRecord, ChainRecord, DerateOutcome, Event, RaisedAlert, Step};
+use triad_edge::rules::chain::{
+    self, Action, AnalysisInputs, BatchRecord, ChainRecord, DerateOutcome, Event, RaisedAlert, Step,
+};
 use triad_hw::rng::SimRng;
 use triad_hw::sim::{Fault, FaultKind, PlantParams, SimCameraConfig, SimLine};
 use triad_hw::{AxisImageDevice, Device};
@@ -151,7 +153,10 @@ fn drive(st: &mut Station, now: i64, next_handle: &mut u64) {
                 sequence: wo.envelope.stamp_ns,
             },
         };
-        assert!(chain::handle(&mut rec, event, now, &st.rules), "every action's outcome is taken");
+        assert!(
+            chain::handle(&mut rec, event, now, &st.rules),
+            "every action's outcome is taken"
+        );
     }
 }
 
@@ -249,7 +254,11 @@ fn eight_hours_of_a_three_station_line_run_every_chain_on_its_own_station() {
             while let Ok(tr) = st.triggers.pop() {
                 let fail = st.verdicts.chance(st.camera.defect_probability(tr.weld_temp_c));
                 let batch = (tr.module_serial - 1) / st.modules_per_batch + 1;
-                st.history.record(&format!("B{batch:06}"), if fail { Verdict::Fail } else { Verdict::Pass }, tr.stamp_ns);
+                st.history.record(
+                    &format!("B{batch:06}"),
+                    if fail { Verdict::Fail } else { Verdict::Pass },
+                    tr.stamp_ns,
+                );
                 frames += 1;
             }
             while let Ok(tel) = st.telemetry.pop() {
@@ -269,7 +278,9 @@ fn eight_hours_of_a_three_station_line_run_every_chain_on_its_own_station() {
                             st.excursions_observed += 1;
                         }
                         match step.alert {
-                            Some(AlertEvent::Raised { onset_ns, residual_c, .. }) => {
+                            Some(AlertEvent::Raised {
+                                onset_ns, residual_c, ..
+                            }) => {
                                 assert!(st.chain.is_none(), "one chain at a time per station");
                                 let alert = RaisedAlert {
                                     onset_ns,
@@ -292,7 +303,12 @@ fn eight_hours_of_a_three_station_line_run_every_chain_on_its_own_station() {
                             && *pending == Some(h)
                         {
                             *pending = None;
-                            chain::handle(rec, Event::Derate(DerateOutcome::Applied { stamp_ns, to_ppm }), now, &st.rules);
+                            chain::handle(
+                                rec,
+                                Event::Derate(DerateOutcome::Applied { stamp_ns, to_ppm }),
+                                now,
+                                &st.rules,
+                            );
                         }
                     }
                     ControlTelemetry::Event { event, .. } => {
@@ -324,7 +340,13 @@ fn eight_hours_of_a_three_station_line_run_every_chain_on_its_own_station() {
     for (i, st) in stations.iter().enumerate() {
         let expected: Vec<i64> = EXCURSIONS.iter().filter(|(a, _)| *a == i).map(|&(_, at)| at).collect();
         assert!(st.chain.is_none(), "{}: a chain left in flight", st.rules.asset);
-        assert_eq!(st.done.len(), expected.len(), "{}: one chain per excursion: {:#?}", st.rules.asset, st.done);
+        assert_eq!(
+            st.done.len(),
+            expected.len(),
+            "{}: one chain per excursion: {:#?}",
+            st.rules.asset,
+            st.done
+        );
         for (rec, at) in st.done.iter().zip(&expected) {
             // The plant's clock starts at its first scan, one cycle in.
             let fault_ns = T0 + cycle_ns + at;
@@ -343,16 +365,30 @@ fn eight_hours_of_a_three_station_line_run_every_chain_on_its_own_station() {
                 (rec.alert_ns - rec.onset_ns) / MS
             );
             let derate = rec.derate_ns.expect("derated");
-            assert!(derate - rec.alert_ns <= 2 * cycle_ns, "{}: derate in the next cycle", rec.alert_id);
+            assert!(
+                derate - rec.alert_ns <= 2 * cycle_ns,
+                "{}: derate in the next cycle",
+                rec.alert_id
+            );
             assert_eq!((rec.ppm_before, rec.ppm_after), (12.0, 8.0), "{}", rec.alert_id);
             let wo = rec.work_order.as_ref().expect("work order");
             assert_eq!(
                 (wo.asset.as_str(), wo.axis.as_str(), wo.cell.as_str(), wo.line.as_str()),
-                (st.rules.asset.as_str(), st.rules.axis.as_str(), st.rules.cell.as_str(), "line_1")
+                (
+                    st.rules.asset.as_str(),
+                    st.rules.axis.as_str(),
+                    st.rules.cell.as_str(),
+                    "line_1"
+                )
             );
             assert!(wo.frames_analysed > 0 && wo.defect_probability.is_some(), "{wo:?}");
         }
-        assert_eq!(st.mode, AxisMode::Running, "{}: resumed after each alert", st.rules.axis);
+        assert_eq!(
+            st.mode,
+            AxisMode::Running,
+            "{}: resumed after each alert",
+            st.rules.axis
+        );
         assert_eq!(st.setpoint, 12.0);
     }
     assert!(

@@ -90,7 +90,11 @@ fn missing_files_and_bad_arguments_say_what_to_do() {
     assert!(text(&o).contains("http://"), "{}", text(&o));
     let o = triad(&["run", "--duration", "1s"], &[]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(text(&o).contains("give --config FILE") && text(&o).contains("--sim"), "{}", text(&o));
+    assert!(
+        text(&o).contains("give --config FILE") && text(&o).contains("--sim"),
+        "{}",
+        text(&o)
+    );
 }
 
 #[test]
@@ -101,7 +105,11 @@ fn axes_bound_to_no_device_run_only_with_sim() {
     let cfg = path.to_str().unwrap();
     let o = triad(&["check-config", cfg], &[]);
     assert!(o.status.success(), "{}", text(&o));
-    assert!(text(&o).contains("axes [\"axis_07\"] have no [axes.io]: they run only with --sim"), "{}", text(&o));
+    assert!(
+        text(&o).contains("axes [\"axis_07\"] have no [axes.io]: they run only with --sim"),
+        "{}",
+        text(&o)
+    );
     let o = triad(&["run", "--config", cfg, "--duration", "1s"], &[]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(

@@ -303,7 +303,9 @@ pub fn main() -> ExitCode {
                 );
                 let unbound = cfg.unbound_axes();
                 if !unbound.is_empty() {
-                    println!("note: axes {unbound:?} have no [axes.io]: they run only with --sim (a simulated welding line each)");
+                    println!(
+                        "note: axes {unbound:?} have no [axes.io]: they run only with --sim (a simulated welding line each)"
+                    );
                 }
                 ExitCode::SUCCESS
             }

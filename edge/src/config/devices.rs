@@ -147,7 +147,10 @@ pub(crate) fn validate(
     if devices.len() > MAX_DEVICES {
         p.add(
             "devices",
-            format!("{} [[devices]] entries, more than the {MAX_DEVICES} one node scans", devices.len()),
+            format!(
+                "{} [[devices]] entries, more than the {MAX_DEVICES} one node scans",
+                devices.len()
+            ),
         );
     }
     let mut out = Vec::new();
@@ -155,7 +158,10 @@ pub(crate) fn validate(
         let k = |f: &str| format!("devices[{i}].{f}");
         p.id(&k("id"), triad_schemas::ids::validate("device", &d.id));
         if devices[..i].iter().any(|e| e.id == d.id) {
-            p.add(k("id"), format!("{:?} is used by more than one device; ids must be unique", d.id));
+            p.add(
+                k("id"),
+                format!("{:?} is used by more than one device; ids must be unique", d.id),
+            );
         }
         let driver = match d.driver.as_str() {
             "sim" => Driver::Sim {
@@ -167,7 +173,10 @@ pub(crate) fn validate(
                 } else {
                     format!("{other:?} is no driver")
                 };
-                p.add(k("driver"), format!("{why}; this version has \"sim\" (the simulated welding line)"));
+                p.add(
+                    k("driver"),
+                    format!("{why}; this version has \"sim\" (the simulated welding line)"),
+                );
                 continue;
             }
         };
@@ -199,7 +208,13 @@ fn bind(axis: usize, io: &AxisIoSection, devices: &[DeviceConfig], p: &mut Probl
             (Some(spec), _) => match spec.split_once('.') {
                 Some((d, pt)) => (d.to_string(), pt.to_string(), key),
                 None => {
-                    p.add(key, format!("{spec:?}: name a point as \"device.point\", e.g. \"welder_01.{}\"", s.name()));
+                    p.add(
+                        key,
+                        format!(
+                            "{spec:?}: name a point as \"device.point\", e.g. \"welder_01.{}\"",
+                            s.name()
+                        ),
+                    );
                     ok = false;
                     continue;
                 }
@@ -212,14 +227,20 @@ fn bind(axis: usize, io: &AxisIoSection, devices: &[DeviceConfig], p: &mut Probl
         };
         let Some(di) = devices.iter().position(|d| d.id == device) else {
             let known: Vec<&str> = devices.iter().map(|d| d.id.as_str()).collect();
-            p.add(key, format!("no [[devices]] entry has id {device:?}; the devices are {known:?}"));
+            p.add(
+                key,
+                format!("no [[devices]] entry has id {device:?}; the devices are {known:?}"),
+            );
             ok = false;
             continue;
         };
         let points = devices[di].driver.points();
         let Some(pi) = points.iter().position(|x| x.name == point) else {
             let names: Vec<&str> = points.iter().map(|x| x.name.as_ref()).collect();
-            p.add(key, format!("device {device:?} has no point {point:?}; its points are {names:?}"));
+            p.add(
+                key,
+                format!("device {device:?} has no point {point:?}; its points are {names:?}"),
+            );
             ok = false;
             continue;
         };
@@ -229,14 +250,31 @@ fn bind(axis: usize, io: &AxisIoSection, devices: &[DeviceConfig], p: &mut Probl
                 Direction::Input => ("an input", "an output"),
                 Direction::Output => ("an output", "an input"),
             };
-            p.add(key, format!("{} is {want} of the program, but {device}.{point} is {got}; bind a point the scan {}", s.name(),
-                if s.direction() == Direction::Input { "reads" } else { "writes" }));
+            p.add(
+                key,
+                format!(
+                    "{} is {want} of the program, but {device}.{point} is {got}; bind a point the scan {}",
+                    s.name(),
+                    if s.direction() == Direction::Input {
+                        "reads"
+                    } else {
+                        "writes"
+                    }
+                ),
+            );
             ok = false;
             continue;
         }
         if (info.kind == PointKind::Bool) != (s.kind() == PointKind::Bool) {
-            p.add(key, format!("{} is {}, but {device}.{point} is {}; bind a point of its kind",
-                s.name(), kind_text(s.kind()), kind_text(info.kind)));
+            p.add(
+                key,
+                format!(
+                    "{} is {}, but {device}.{point} is {}; bind a point of its kind",
+                    s.name(),
+                    kind_text(s.kind()),
+                    kind_text(info.kind)
+                ),
+            );
             ok = false;
             continue;
         }
@@ -278,7 +316,12 @@ fn claims(b: &IoBinding) -> impl Iterator<Item = (Signal, Claim)> + '_ {
 
 /// An output point is driven by one axis; a device's parts (and so its
 /// capture triggers) count for one axis.
-fn check_shared_points(axes: &[AxisSection], bindings: &[Option<IoBinding>], devices: &[DeviceConfig], p: &mut Problems) {
+fn check_shared_points(
+    axes: &[AxisSection],
+    bindings: &[Option<IoBinding>],
+    devices: &[DeviceConfig],
+    p: &mut Problems,
+) {
     for (i, b) in bindings.iter().enumerate() {
         let Some(b) = b else { continue };
         for (s, claim) in claims(b) {
@@ -337,7 +380,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(cfg.devices.len(), 2);
-        assert_eq!(cfg.devices[0].driver, super::Driver::Sim { seed: 7 }, "[sim] seed + position 0");
+        assert_eq!(
+            cfg.devices[0].driver,
+            super::Driver::Sim { seed: 7 },
+            "[sim] seed + position 0"
+        );
         assert_eq!(cfg.devices[1].driver, super::Driver::Sim { seed: 99 });
         let b = cfg.axes[0].io.as_ref().unwrap();
         assert_eq!(b.point(Signal::WeldTempC), super::PointRef { device: 1, point: 1 });
@@ -348,30 +395,84 @@ mod tests {
     #[test]
     fn each_wrong_binding_is_named_by_its_key_with_the_fix() {
         let m = problem(with("", "io = { device = \"welder_7\" }"), "axes[0].io.device");
-        assert!(m.contains("no [[devices]] entry has id \"welder_7\"") && m.contains("welder_07"), "{m}");
-        let m = problem(with("", "io = { device = \"welder_07\", feed_ppm = \"welder_07.feed\" }"), "axes[0].io.feed_ppm");
+        assert!(
+            m.contains("no [[devices]] entry has id \"welder_7\"") && m.contains("welder_07"),
+            "{m}"
+        );
+        let m = problem(
+            with("", "io = { device = \"welder_07\", feed_ppm = \"welder_07.feed\" }"),
+            "axes[0].io.feed_ppm",
+        );
         assert!(m.contains("has no point \"feed\"") && m.contains("feed_ppm_cmd"), "{m}");
-        let m = problem(with("", "io = { device = \"welder_07\", feed_ppm = \"welder_07.feed_ppm_cmd\" }"), "axes[0].io.feed_ppm");
-        assert!(m.contains("is an input of the program, but welder_07.feed_ppm_cmd is an output"), "{m}");
-        let m = problem(with("", "io = { device = \"welder_07\", estop = \"welder_07.ambient_c\" }"), "axes[0].io.estop");
-        assert!(m.contains("estop is a digital point, but welder_07.ambient_c is a number"), "{m}");
-        let m = problem(with("", "io = { device = \"welder_07\", estop = \"estop\" }"), "axes[0].io.estop");
+        let m = problem(
+            with(
+                "",
+                "io = { device = \"welder_07\", feed_ppm = \"welder_07.feed_ppm_cmd\" }",
+            ),
+            "axes[0].io.feed_ppm",
+        );
+        assert!(
+            m.contains("is an input of the program, but welder_07.feed_ppm_cmd is an output"),
+            "{m}"
+        );
+        let m = problem(
+            with("", "io = { device = \"welder_07\", estop = \"welder_07.ambient_c\" }"),
+            "axes[0].io.estop",
+        );
+        assert!(
+            m.contains("estop is a digital point, but welder_07.ambient_c is a number"),
+            "{m}"
+        );
+        let m = problem(
+            with("", "io = { device = \"welder_07\", estop = \"estop\" }"),
+            "axes[0].io.estop",
+        );
         assert!(m.contains("\"device.point\""), "{m}");
         let m = problem(with("", "io = { feed_ppm = \"welder_07.feed_ppm\" }"), "axes[0].io");
         assert!(m.contains("weld_temp_c") && m.contains("device = "), "{m}");
-        let m = problem(with("", "io = { device = \"welder_07\", speed = \"welder_07.feed_ppm\" }"), "(toml)");
+        let m = problem(
+            with("", "io = { device = \"welder_07\", speed = \"welder_07.feed_ppm\" }"),
+            "(toml)",
+        );
         assert!(m.contains("unknown field `speed`") && m.contains("weld_temp_c"), "{m}");
     }
 
     #[test]
     fn drivers_of_later_versions_and_unknown_ones_are_refused_by_name() {
-        let m = problem(with("[[devices]]\nid = \"plc\"\ndriver = \"modbus-tcp\"\n", "io = { device = \"welder_07\" }"), "devices[1].driver");
-        assert!(m.contains("modbus-tcp driver is not in this version") && m.contains("\"sim\""), "{m}");
-        let m = problem(with("[[devices]]\nid = \"plc\"\ndriver = \"profinet\"\n", "io = { device = \"welder_07\" }"), "devices[1].driver");
+        let m = problem(
+            with(
+                "[[devices]]\nid = \"plc\"\ndriver = \"modbus-tcp\"\n",
+                "io = { device = \"welder_07\" }",
+            ),
+            "devices[1].driver",
+        );
+        assert!(
+            m.contains("modbus-tcp driver is not in this version") && m.contains("\"sim\""),
+            "{m}"
+        );
+        let m = problem(
+            with(
+                "[[devices]]\nid = \"plc\"\ndriver = \"profinet\"\n",
+                "io = { device = \"welder_07\" }",
+            ),
+            "devices[1].driver",
+        );
         assert!(m.contains("\"profinet\" is no driver"), "{m}");
-        let m = problem(with("[[devices]]\nid = \"welder_07\"\ndriver = \"sim\"\n", "io = { device = \"welder_07\" }"), "devices[1].id");
+        let m = problem(
+            with(
+                "[[devices]]\nid = \"welder_07\"\ndriver = \"sim\"\n",
+                "io = { device = \"welder_07\" }",
+            ),
+            "devices[1].id",
+        );
         assert!(m.contains("more than one device"), "{m}");
-        let m = problem(with("[[devices]]\nid = \"Welder 8\"\ndriver = \"sim\"\n", "io = { device = \"welder_07\" }"), "devices[1].id");
+        let m = problem(
+            with(
+                "[[devices]]\nid = \"Welder 8\"\ndriver = \"sim\"\n",
+                "io = { device = \"welder_07\" }",
+            ),
+            "devices[1].id",
+        );
         assert!(m.contains("invalid device id"), "{m}");
     }
 
@@ -386,7 +487,12 @@ mod tests {
             "[[devices]]\nid = \"welder_07\"\ndriver = \"sim\"\n[[devices]]\nid = \"welder_08\"\ndriver = \"sim\"\n",
         ) + second;
         let p = from_toml_str(&text).expect_err("refused").problems;
-        let find = |k: &str| p.iter().find(|x| x.key == k).map(|x| x.message.clone()).unwrap_or_else(|| panic!("{k}: {p:?}"));
+        let find = |k: &str| {
+            p.iter()
+                .find(|x| x.key == k)
+                .map(|x| x.message.clone())
+                .unwrap_or_else(|| panic!("{k}: {p:?}"))
+        };
         assert!(find("axes[1].io.weld_enable").contains("welder_07.weld_enable is already driven by axis \"axis_07\""));
         assert!(find("axes[1].io.parts_total").contains("parts of device \"welder_07\""));
     }
@@ -400,6 +506,9 @@ mod tests {
         assert!(cfg.unbound_axes().is_empty());
         assert_eq!(cfg.devices[1].id, "sim:axis_07");
         assert_eq!(cfg.devices[1].driver, super::Driver::Sim { seed: 7 });
-        assert_eq!(cfg.axes[0].io.as_ref().unwrap().point(Signal::Estop), super::PointRef { device: 1, point: 5 });
+        assert_eq!(
+            cfg.axes[0].io.as_ref().unwrap().point(Signal::Estop),
+            super::PointRef { device: 1, point: 5 }
+        );
     }
 }

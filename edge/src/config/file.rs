@@ -971,6 +971,103 @@ impl FileConfig {
         let node = p.id("node.id", NodeId::new(self.node.id.clone()));
         let line = p.id("line.id", LineId::new(self.line.id.clone()));
 
+        self.check_control(&mut p);
+        self.check_stations(&mut p);
+        self.check_lengths(&mut p);
+        let (devices, bindings) = super::devices::validate(&self.devices, &self.axes, self.sim.seed, &mut p);
+        let axes = self.axes_config(bindings, &mut p);
+        let cells = self.cells_config(&mut p);
+        let assets = self.assets_config(&mut p);
+        let rules = self.rules_config(&mut p);
+        self.check_analysis(&mut p);
+        let bus = self.bus_config(&mut p);
+        self.check_outbox_health_mes(&mut p);
+        let listen = match self.dashboard.listen.parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                p.add(
+                    "dashboard.listen",
+                    format!(
+                        "{:?} is not an address:port, e.g. \"127.0.0.1:8480\"",
+                        self.dashboard.listen
+                    ),
+                );
+                None
+            }
+        };
+        let clock = match self.clock.backend.as_str() {
+            "system" => Some(ClockBackend::System),
+            other => {
+                p.add(
+                    "clock.backend",
+                    format!("{other:?} is not available in this version; use \"system\" (PTP backends are planned)"),
+                );
+                None
+            }
+        };
+
+        let security = self.security.validate(&mut p);
+        let models = self.models.validate(&mut p);
+
+        if !p.0.is_empty() {
+            return Err(p.0);
+        }
+        let (c, an, m) = (self.control, &self.analysis, &self.mes);
+        Ok(NodeConfig {
+            node: node.expect("checked"),
+            state_dir: self.node.state_dir,
+            line: line.expect("checked"),
+            control: ControlConfig {
+                cycle: Duration::from_micros(c.cycle_us),
+                input_stale: Duration::from_millis(c.input_stale_ms),
+                watchdog: Duration::from_millis(c.watchdog_ms),
+                rt_priority: (c.rt_priority > 0).then_some(c.rt_priority),
+                cpu: (c.cpu >= 0).then_some(c.cpu as usize),
+                telemetry_every_cycles: c.telemetry_every_cycles,
+            },
+            devices,
+            axes,
+            cells,
+            assets,
+            rules,
+            analysis: AnalysisSettings {
+                batches: an.batches,
+                prior_defect_rate: an.prior_defect_rate,
+                prior_weight_frames: an.prior_weight_frames,
+                priorities: crate::rules::Priorities {
+                    urgent_defect_probability: an.urgent_defect_probability,
+                    high_defect_probability: an.high_defect_probability,
+                    high_elevated_probability: an.high_elevated_probability,
+                },
+            },
+            bus: bus.expect("checked"),
+            outbox: OutboxLimits {
+                max_entries: self.outbox.max_entries,
+                max_bytes: self.outbox.max_mb.saturating_mul(1024 * 1024),
+            },
+            outbox_reserve_bytes: self.outbox.reserve_mb.saturating_mul(1024 * 1024),
+            health: HealthBounds {
+                outbox_degraded_pct: self.health.outbox_degraded_pct,
+                overruns_per_min_max: self.health.overruns_per_min_max,
+                mes_unreachable: Duration::from_secs(self.health.mes_unreachable_s),
+                bus_unreachable: Duration::from_secs(self.health.bus_unreachable_s),
+            },
+            mes: MesConfig {
+                url: m.url.clone(),
+                timeout: Duration::from_millis(m.timeout_ms),
+                retry_initial: Duration::from_millis(m.retry_initial_ms),
+                retry_max: Duration::from_millis(m.retry_max_ms),
+            },
+            dashboard_listen: listen.expect("checked"),
+            clock: clock.expect("checked"),
+            sim_seed: self.sim.seed,
+            security,
+            models,
+        })
+    }
+
+    /// `[control]`.
+    fn check_control(&self, p: &mut Problems) {
         let c = &self.control;
         p.range(
             "control.cycle_us",
@@ -1026,7 +1123,11 @@ impl FileConfig {
             "cycles",
             "50 gives 20 Hz at 1 kHz",
         );
+    }
 
+    /// Counts, and every axis a station with its one cell, asset and rule.
+    fn check_stations(&self, p: &mut Problems) {
+        let c = &self.control;
         if self.axes.is_empty() {
             p.add("axes", "no axis configured; add an [[axes]] table");
         }
@@ -1135,6 +1236,10 @@ impl FileConfig {
                 );
             }
         }
+    }
+
+    /// Paths and URLs are bounded.
+    fn check_lengths(&self, p: &mut Problems) {
         for (key, len, max) in [
             ("node.state_dir", self.node.state_dir.as_os_str().len(), MAX_PATH_LEN),
             ("mes.url", self.mes.url.as_ref().map_or(0, String::len), MAX_URL_LEN),
@@ -1145,7 +1250,10 @@ impl FileConfig {
                 p.add(key, format!("{len} bytes long, more than the {max} allowed"));
             }
         }
-        let (devices, mut bindings) = super::devices::validate(&self.devices, &self.axes, self.sim.seed, &mut p);
+    }
+
+    /// `[[axes]]`, each with its bound points.
+    fn axes_config(&self, mut bindings: Vec<Option<super::devices::IoBinding>>, p: &mut Problems) -> Vec<AxisConfig> {
         let mut axes = Vec::new();
         for (i, a) in self.axes.iter().enumerate() {
             let k = |f: &str| format!("axes[{i}].{f}");
@@ -1193,22 +1301,28 @@ impl FileConfig {
                 });
             }
         }
-        let axis_ref = |p: &mut Problems, key: String, name: &str| -> Option<AxisId> {
-            match self.axes.iter().find(|a| a.id == name) {
-                Some(_) => AxisId::new(name).ok(),
-                None => {
-                    let known: Vec<&str> = self.axes.iter().map(|a| a.id.as_str()).collect();
-                    p.add(key, format!("axis {name:?} is not configured; known axes: {known:?}"));
-                    None
-                }
-            }
-        };
+        axes
+    }
 
+    /// The configured axis `name`, or a problem at `key` naming the known ones.
+    fn axis_ref(&self, p: &mut Problems, key: String, name: &str) -> Option<AxisId> {
+        match self.axes.iter().find(|a| a.id == name) {
+            Some(_) => AxisId::new(name).ok(),
+            None => {
+                let known: Vec<&str> = self.axes.iter().map(|a| a.id.as_str()).collect();
+                p.add(key, format!("axis {name:?} is not configured; known axes: {known:?}"));
+                None
+            }
+        }
+    }
+
+    /// `[[cells]]`.
+    fn cells_config(&self, p: &mut Problems) -> Vec<CellConfig> {
         let mut cells = Vec::new();
         for (i, c) in self.cells.iter().enumerate() {
             let k = |f: &str| format!("cells[{i}].{f}");
             let id = p.id(&k("id"), CellId::new(c.id.clone()));
-            let axis = axis_ref(&mut p, k("axis"), &c.axis);
+            let axis = self.axis_ref(p, k("axis"), &c.axis);
             let roi: Option<[u32; 4]> = c.roi.clone().try_into().ok();
             match roi {
                 Some([x, y, w, h])
@@ -1262,12 +1376,16 @@ impl FileConfig {
                 });
             }
         }
+        cells
+    }
 
+    /// `[[assets]]`.
+    fn assets_config(&self, p: &mut Problems) -> Vec<AssetConfig> {
         let mut assets = Vec::new();
         for (i, a) in self.assets.iter().enumerate() {
             let k = |f: &str| format!("assets[{i}].{f}");
             let id = p.id(&k("id"), AssetId::new(a.id.clone()));
-            let axis = axis_ref(&mut p, k("axis"), &a.axis);
+            let axis = self.axis_ref(p, k("axis"), &a.axis);
             let cell = if let Some(c) = self.cells.iter().find(|c| c.id == a.cell) {
                 if c.axis != a.axis {
                     p.add(
@@ -1328,7 +1446,11 @@ impl FileConfig {
                 });
             }
         }
+        assets
+    }
 
+    /// `[[rules]]`.
+    fn rules_config(&self, p: &mut Problems) -> Vec<DerateRule> {
         let mut rules = Vec::new();
         for (i, r) in self.rules.iter().enumerate() {
             let k = |f: &str| format!("rules[{i}].{f}");
@@ -1347,7 +1469,7 @@ impl FileConfig {
                 );
                 None
             };
-            let axis = axis_ref(&mut p, k("axis"), &r.axis);
+            let axis = self.axis_ref(p, k("axis"), &r.axis);
             if let Some(a) = self.assets.iter().find(|a| a.id == r.asset)
                 && a.axis != r.axis
             {
@@ -1384,7 +1506,11 @@ impl FileConfig {
                 });
             }
         }
+        rules
+    }
 
+    /// `[analysis]`.
+    fn check_analysis(&self, p: &mut Problems) {
         let an = &self.analysis;
         p.range(
             "analysis.batches",
@@ -1424,11 +1550,14 @@ impl FileConfig {
                 ),
             );
         }
+    }
 
-        let bus = match (self.bus.backend.as_str(), &self.bus.url) {
+    /// `[bus]`.
+    fn bus_config(&self, p: &mut Problems) -> Option<BusConfig> {
+        match (self.bus.backend.as_str(), &self.bus.url) {
             ("embedded", _) => Some(BusConfig::Embedded),
             ("pulsar", Some(url)) if url.starts_with("pulsar://") || url.starts_with("pulsar+ssl://") => {
-                self.bus.pulsar(url, &mut p).map(BusConfig::Pulsar)
+                self.bus.pulsar(url, p).map(BusConfig::Pulsar)
             }
             ("pulsar", _) => {
                 p.add(
@@ -1444,8 +1573,11 @@ impl FileConfig {
                 );
                 None
             }
-        };
+        }
+    }
 
+    /// `[outbox]`, `[health]`, `[mes]`.
+    fn check_outbox_health_mes(&self, p: &mut Problems) {
         p.range(
             "outbox.max_entries",
             self.outbox.max_entries,
@@ -1525,89 +1657,6 @@ impl FileConfig {
                 format!("{} is below retry_initial_ms ({})", m.retry_max_ms, m.retry_initial_ms),
             );
         }
-
-        let listen = match self.dashboard.listen.parse::<SocketAddr>() {
-            Ok(a) => Some(a),
-            Err(_) => {
-                p.add(
-                    "dashboard.listen",
-                    format!(
-                        "{:?} is not an address:port, e.g. \"127.0.0.1:8480\"",
-                        self.dashboard.listen
-                    ),
-                );
-                None
-            }
-        };
-        let clock = match self.clock.backend.as_str() {
-            "system" => Some(ClockBackend::System),
-            other => {
-                p.add(
-                    "clock.backend",
-                    format!("{other:?} is not available in this version; use \"system\" (PTP backends are planned)"),
-                );
-                None
-            }
-        };
-
-        let security = self.security.validate(&mut p);
-        let models = self.models.validate(&mut p);
-
-        if !p.0.is_empty() {
-            return Err(p.0);
-        }
-        let c = self.control;
-        Ok(NodeConfig {
-            node: node.expect("checked"),
-            state_dir: self.node.state_dir,
-            line: line.expect("checked"),
-            control: ControlConfig {
-                cycle: Duration::from_micros(c.cycle_us),
-                input_stale: Duration::from_millis(c.input_stale_ms),
-                watchdog: Duration::from_millis(c.watchdog_ms),
-                rt_priority: (c.rt_priority > 0).then_some(c.rt_priority),
-                cpu: (c.cpu >= 0).then_some(c.cpu as usize),
-                telemetry_every_cycles: c.telemetry_every_cycles,
-            },
-            devices,
-            axes,
-            cells,
-            assets,
-            rules,
-            analysis: AnalysisSettings {
-                batches: an.batches,
-                prior_defect_rate: an.prior_defect_rate,
-                prior_weight_frames: an.prior_weight_frames,
-                priorities: crate::rules::Priorities {
-                    urgent_defect_probability: an.urgent_defect_probability,
-                    high_defect_probability: an.high_defect_probability,
-                    high_elevated_probability: an.high_elevated_probability,
-                },
-            },
-            bus: bus.expect("checked"),
-            outbox: OutboxLimits {
-                max_entries: self.outbox.max_entries,
-                max_bytes: self.outbox.max_mb.saturating_mul(1024 * 1024),
-            },
-            outbox_reserve_bytes: self.outbox.reserve_mb.saturating_mul(1024 * 1024),
-            health: HealthBounds {
-                outbox_degraded_pct: self.health.outbox_degraded_pct,
-                overruns_per_min_max: self.health.overruns_per_min_max,
-                mes_unreachable: Duration::from_secs(self.health.mes_unreachable_s),
-                bus_unreachable: Duration::from_secs(self.health.bus_unreachable_s),
-            },
-            mes: MesConfig {
-                url: m.url.clone(),
-                timeout: Duration::from_millis(m.timeout_ms),
-                retry_initial: Duration::from_millis(m.retry_initial_ms),
-                retry_max: Duration::from_millis(m.retry_max_ms),
-            },
-            dashboard_listen: listen.expect("checked"),
-            clock: clock.expect("checked"),
-            sim_seed: self.sim.seed,
-            security,
-            models,
-        })
     }
 }
 

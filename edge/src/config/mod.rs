@@ -192,7 +192,6 @@ pub struct DerateRule {
     pub derate_ppm: f64,
 }
 
-
 /// Bus backend.
 #[derive(Clone, Debug, PartialEq)]
 pub enum BusConfig {
@@ -274,7 +273,11 @@ impl NodeConfig {
 
     /// Axes whose signals are bound to no device point.
     pub fn unbound_axes(&self) -> Vec<&str> {
-        self.axes.iter().filter(|a| a.io.is_none()).map(|a| a.id.as_str()).collect()
+        self.axes
+            .iter()
+            .filter(|a| a.io.is_none())
+            .map(|a| a.id.as_str())
+            .collect()
     }
 
     /// `--sim`: give every axis without `[axes.io]` its own simulated plant,

@@ -4,11 +4,15 @@ use crate::config::{Driver, NodeConfig};
 use triad_hw::sim::{Fault, PlantParams, SimLine};
 use triad_hw::{AxisImageDevice, Device, Signal};
 
+/// A scenario's faults and the device (its position in the config) they
+/// go to.
+pub type DeviceFaults = Option<(usize, Vec<Fault>)>;
+
 /// Every device of `cfg`, in config order. `faults` go to the simulated
 /// plant at that position (the one the fault axis' weld temperature comes
 /// from). A simulated plant starts warm, at the nominal rate of the axis
 /// that drives its feed if that axis starts running.
-pub fn open(cfg: &NodeConfig, faults: Option<(usize, Vec<Fault>)>) -> Vec<(String, Box<dyn Device>)> {
+pub fn open(cfg: &NodeConfig, faults: DeviceFaults) -> Vec<(String, Box<dyn Device>)> {
     let (fault_device, mut faults) = match faults {
         Some((d, f)) => (Some(d), Some(f)),
         None => (None, None),
@@ -30,7 +34,12 @@ pub fn open(cfg: &NodeConfig, faults: Option<(usize, Vec<Fault>)>) -> Vec<(Strin
                     } else {
                         Vec::new()
                     };
-                    Box::new(AxisImageDevice::new(SimLine::warm(PlantParams::default(), seed, faults, start_ppm)))
+                    Box::new(AxisImageDevice::new(SimLine::warm(
+                        PlantParams::default(),
+                        seed,
+                        faults,
+                        start_ppm,
+                    )))
                 }
             };
             (dev.id.clone(), driver)

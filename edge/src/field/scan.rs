@@ -146,7 +146,13 @@ impl LineScan {
 }
 
 /// The I/O scan thread: [`LineScan::scan`] every `period` until `stop`.
-pub fn run(mut line: LineScan, clock: Arc<dyn Clock>, period: Duration, rt_priority: Option<i32>, stop: Arc<AtomicBool>) {
+pub fn run(
+    mut line: LineScan,
+    clock: Arc<dyn Clock>,
+    period: Duration,
+    rt_priority: Option<i32>,
+    stop: Arc<AtomicBool>,
+) {
     // The scan feeds the control loop: it runs real-time too, just below it.
     let st = rt::prepare_current_thread(rt_priority, None);
     if let Err(e) = &st.fifo {
@@ -227,7 +233,12 @@ mod tests {
     }
 
     fn plant(seed: u64) -> Box<dyn Device> {
-        Box::new(AxisImageDevice::new(SimLine::warm(PlantParams::default(), seed, vec![], 12.0)))
+        Box::new(AxisImageDevice::new(SimLine::warm(
+            PlantParams::default(),
+            seed,
+            vec![],
+            12.0,
+        )))
     }
 
     #[test]
@@ -239,7 +250,10 @@ mod tests {
         });
         let (io_a, mut a) = axis(0);
         let (io_b, mut b) = axis(1);
-        let mut line = LineScan::new(vec![("welder_a".into(), plant(1)), ("welder_b".into(), flaky)], vec![io_a, io_b]);
+        let mut line = LineScan::new(
+            vec![("welder_a".into(), plant(1)), ("welder_b".into(), flaky)],
+            vec![io_a, io_b],
+        );
         let run = LineOutputs {
             stamp_ns: 0,
             feed_ppm_cmd: 12.0,
@@ -267,8 +281,14 @@ mod tests {
         };
         let (seq_a, seq_b, a1, welds_a) = scan(&mut line, 0, &mut a, &mut b);
         assert_eq!((seq_a, seq_b), (Some(10_000), Some(10_000)));
-        assert!(a1.unwrap().weld_current_a > 4000.0, "the axis' outputs reached its device: {a1:?}");
-        assert!(welds_a > 0 && b.triggers.pop().is_ok(), "each device's parts go to its axis");
+        assert!(
+            a1.unwrap().weld_current_a > 4000.0,
+            "the axis' outputs reached its device: {a1:?}"
+        );
+        assert!(
+            welds_a > 0 && b.triggers.pop().is_ok(),
+            "each device's parts go to its axis"
+        );
 
         down.store(true, Relaxed);
         let (seq_a, seq_b, _, _) = scan(&mut line, 10_000, &mut a, &mut b);

@@ -15,8 +15,8 @@ use super::StationCtx;
 use crate::commands::Origin;
 use crate::control::ControlEvent;
 use crate::dashboard::{AlertView, ChainView, WorkOrderView};
-pub use crate::rules::chain::{BatchRecord, ChainRecord, Step};
 use crate::rules::chain::{self as core, Action, AnalysisInputs, DerateOutcome, DerateRequest, Event, RaisedAlert};
+pub use crate::rules::chain::{BatchRecord, ChainRecord, Step};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -299,7 +299,11 @@ async fn advance(ctx: &Arc<StationCtx>, mut rec: ChainRecord, resumed: bool) {
             Action::StoreAlert(mut alert) => {
                 pause_before("alert").await;
                 alert.envelope = ctx.publisher.envelope(alert.envelope.stamp_ns);
-                if let Err(e) = ctx.publisher.publish_durably(&ctx.topics.twin_alert, *alert, false).await {
+                if let Err(e) = ctx
+                    .publisher
+                    .publish_durably(&ctx.topics.twin_alert, *alert, false)
+                    .await
+                {
                     tracing::error!(alert = %rec.alert_id, error = %e, "alert not stored");
                 }
                 Event::AlertStored

@@ -128,7 +128,7 @@ fn scenario_faults(
     cfg: &NodeConfig,
     scenario: &Scenario,
     fault_axis: Option<&AxisId>,
-) -> anyhow::Result<(usize, Option<(usize, Vec<triad_hw::sim::Fault>)>)> {
+) -> anyhow::Result<(usize, crate::field::drivers::DeviceFaults)> {
     let axis = match fault_axis {
         None => 0,
         Some(id) => cfg.axes.iter().position(|a| &a.id == id).with_context(|| {

@@ -6,7 +6,6 @@
 //! starts its async tasks; [`Running`] stops them in the node's order.
 
 use super::threads::{self, InspectionOutcome};
-use crate::field::{AxisIo, IoStats};
 use super::{chain, tasks};
 use crate::bus::publisher::Publisher;
 use crate::clock::Clock;
@@ -15,6 +14,7 @@ use crate::config::{AssetConfig, AxisConfig, CellConfig, NodeConfig, StationConf
 use crate::control::rings::ControlEndpoints;
 use crate::control::{ControlStats, ControlTelemetry};
 use crate::dashboard::{LiveState, NodeView};
+use crate::field::{AxisIo, IoStats};
 use crate::metrics::{Metrics, StationMetrics};
 use crate::models::slot::WorkerModels;
 use crate::models::twin::TwinModels;

@@ -23,7 +23,9 @@
 use super::StationRules;
 use serde::{Deserialize, Serialize};
 use triad_schemas::codec::SCHEMA_VERSION;
-use triad_schemas::{AlertKind, AlertState, ChainStamps, ClockState, Envelope, Priority, Severity, TwinAlert, WorkOrder};
+use triad_schemas::{
+    AlertKind, AlertState, ChainStamps, ClockState, Envelope, Priority, Severity, TwinAlert, WorkOrder,
+};
 use triad_twin::analysis::{AnalysisConfig, Baseline, BatchStats, analyze};
 
 /// Inspection counts of one batch, as journaled.
@@ -439,22 +441,74 @@ mod tests {
         let r = rules(Some(8.0));
         let mut rec = raise(&r, &alert(), 12.0, batches([1, 1, 1]));
         assert_eq!(rec.alert_id, "pack_02-100000");
-        let Action::Derate(req) = next_action(&rec, &r) else { panic!() };
+        let Action::Derate(req) = next_action(&rec, &r) else {
+            panic!()
+        };
         assert_eq!((req.command_id.as_str(), req.ppm), ("CMD-pack_02-100000", 8.0));
-        assert!(handle(&mut rec, Event::Derate(DerateOutcome::Applied { stamp_ns: 103 * S + 500, to_ppm: 8.0 }), 103 * S, &r));
-        let Action::StoreAlert(a) = next_action(&rec, &r) else { panic!() };
-        assert_eq!((a.asset.as_str(), a.envelope.stamp_ns, a.persistence_ms), ("pack_02", 103 * S, 3000));
-        assert!(!handle(&mut rec, Event::WorkOrderStored { topic: "t".into(), sequence: 1 }, 0, &r), "out of order: ignored");
+        assert!(handle(
+            &mut rec,
+            Event::Derate(DerateOutcome::Applied {
+                stamp_ns: 103 * S + 500,
+                to_ppm: 8.0
+            }),
+            103 * S,
+            &r
+        ));
+        let Action::StoreAlert(a) = next_action(&rec, &r) else {
+            panic!()
+        };
+        assert_eq!(
+            (a.asset.as_str(), a.envelope.stamp_ns, a.persistence_ms),
+            ("pack_02", 103 * S, 3000)
+        );
+        assert!(
+            !handle(
+                &mut rec,
+                Event::WorkOrderStored {
+                    topic: "t".into(),
+                    sequence: 1
+                },
+                0,
+                &r
+            ),
+            "out of order: ignored"
+        );
         assert!(handle(&mut rec, Event::AlertStored, 103 * S, &r));
         assert_eq!(next_action(&rec, &r), Action::Analyse);
-        assert!(handle(&mut rec, Event::Analysis(Some(batches([10, 14, 16]))), 104 * S, &r));
-        let Action::StoreWorkOrder(wo) = next_action(&rec, &r) else { panic!() };
-        assert_eq!((wo.work_order_id.as_str(), wo.asset.as_str(), wo.axis.as_str()), ("WO-pack_02-100000", "pack_02", "axis_02"));
-        assert_eq!((wo.ppm_before, wo.ppm_after, wo.chain.derate_ns), (12.0, 8.0, Some(103 * S + 500)));
+        assert!(handle(
+            &mut rec,
+            Event::Analysis(Some(batches([10, 14, 16]))),
+            104 * S,
+            &r
+        ));
+        let Action::StoreWorkOrder(wo) = next_action(&rec, &r) else {
+            panic!()
+        };
+        assert_eq!(
+            (wo.work_order_id.as_str(), wo.asset.as_str(), wo.axis.as_str()),
+            ("WO-pack_02-100000", "pack_02", "axis_02")
+        );
+        assert_eq!(
+            (wo.ppm_before, wo.ppm_after, wo.chain.derate_ns),
+            (12.0, 8.0, Some(103 * S + 500))
+        );
         assert_eq!(wo.frames_analysed, 120);
-        assert_eq!(wo.priority, Priority::Urgent, "40 of 120 frames defective: {:?}", wo.defect_probability);
+        assert_eq!(
+            wo.priority,
+            Priority::Urgent,
+            "40 of 120 frames defective: {:?}",
+            wo.defect_probability
+        );
         assert!(wo.summary.contains("Line derated 12 → 8 PPM"), "{}", wo.summary);
-        assert!(handle(&mut rec, Event::WorkOrderStored { topic: "mes/line_1/workorder".into(), sequence: 4 }, 104 * S, &r));
+        assert!(handle(
+            &mut rec,
+            Event::WorkOrderStored {
+                topic: "mes/line_1/workorder".into(),
+                sequence: 4
+            },
+            104 * S,
+            &r
+        ));
         assert_eq!(next_action(&rec, &r), Action::Done);
         assert_eq!(rec.stored, Some(("mes/line_1/workorder".into(), 4)));
     }
@@ -467,7 +521,12 @@ mod tests {
         assert!(matches!(next_action(&rec, &r), Action::StoreAlert(_)));
         let r = rules(Some(8.0));
         let mut rec = raise(&r, &alert(), 12.0, batches([0, 0, 0]));
-        handle(&mut rec, Event::Derate(DerateOutcome::NotApplied("axis in SafeState".into())), 0, &r);
+        handle(
+            &mut rec,
+            Event::Derate(DerateOutcome::NotApplied("axis in SafeState".into())),
+            0,
+            &r,
+        );
         assert_eq!((rec.step, rec.ppm_after), (Step::Derated, 12.0));
         assert_eq!(rec.derate_text, "Derate NOT applied (axis in SafeState)");
     }
@@ -497,6 +556,10 @@ mod tests {
         assert_eq!(prio(&r, [0, 0, 0]), Priority::Normal);
         assert_eq!(prio(&r, [10, 14, 16]), Priority::Urgent);
         r.analysis.priorities.urgent_defect_probability = 0.9;
-        assert_eq!(prio(&r, [10, 14, 16]), Priority::High, "the same figures, a stricter plant");
+        assert_eq!(
+            prio(&r, [10, 14, 16]),
+            Priority::High,
+            "the same figures, a stricter plant"
+        );
     }
 }
