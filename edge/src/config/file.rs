@@ -35,6 +35,9 @@ pub struct FileConfig {
     /// `[analysis]`
     #[serde(default)]
     pub analysis: AnalysisSection,
+    /// `[inspection]`
+    #[serde(default)]
+    pub inspection: InspectionSection,
     /// `[bus]`
     #[serde(default)]
     pub bus: BusSection,
@@ -279,6 +282,16 @@ pub struct RuleSection {
     pub axis: String,
     /// Derated rate, PPM.
     pub derate_ppm: f64,
+}
+
+/// `[inspection]`: the pool of inspection workers.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InspectionSection {
+    /// Worker threads for every cell (0: one per core but the control
+    /// thread's; never more than the cells).
+    #[serde(default)]
+    pub workers: usize,
 }
 
 /// `[analysis]`
@@ -950,7 +963,7 @@ impl Problems {
 
 /// Axes (each with its cell and asset) one node runs at most. The control
 /// cycle has room for far more (`cargo bench --bench control_axes`); the
-/// bound is the threads: an inspection worker per cell and a twin per asset.
+/// bound is the threads: a twin per asset.
 pub const MAX_AXES: usize = 64;
 /// Largest camera frame side a cell's ROI may reach, px (x + width and
 /// y + height): 8192 x 8192 is 64 MiB of grey pixels.
@@ -980,6 +993,14 @@ impl FileConfig {
         let assets = self.assets_config(&mut p);
         let rules = self.rules_config(&mut p);
         self.check_analysis(&mut p);
+        p.range(
+            "inspection.workers",
+            self.inspection.workers,
+            0,
+            MAX_AXES,
+            "threads",
+            "0 sizes the pool by the cores; more workers than cells are never started",
+        );
         let bus = self.bus_config(&mut p);
         self.check_outbox_health_mes(&mut p);
         let listen = match self.dashboard.listen.parse::<SocketAddr>() {
@@ -1025,6 +1046,7 @@ impl FileConfig {
                 cpu: (c.cpu >= 0).then_some(c.cpu as usize),
                 telemetry_every_cycles: c.telemetry_every_cycles,
             },
+            inspection_workers: self.inspection.workers,
             devices,
             axes,
             cells,

@@ -74,6 +74,9 @@ pub struct NodeConfig {
     pub line: LineId,
     /// Control thread settings.
     pub control: ControlConfig,
+    /// Inspection worker threads for every cell (`[inspection] workers`,
+    /// 0: sized by the cores).
+    pub inspection_workers: usize,
     /// Field devices the I/O scan reads and writes (`[[devices]]`).
     pub devices: Vec<DeviceConfig>,
     /// Axes, each a station with its cell and asset (see [`NodeConfig::stations`]).

@@ -15,6 +15,7 @@
 //! at the next start. [`stop_signal`] resolves on SIGINT or SIGTERM alike.
 
 mod chain;
+mod inspection;
 pub mod models;
 pub mod report;
 mod station;
@@ -368,8 +369,8 @@ pub async fn run(
             .spawn(move || crate::field::scan::run(line_scan, clock, Duration::from_millis(1), io_prio, stop))?
     };
 
-    // Per station: its camera and inspection worker, its twin, its view,
-    // gate and context.
+    // Per station: its camera and model slot, its twin, its view, gate and
+    // context; the cells go to one inspection pool.
     let stop_insp = Arc::new(AtomicBool::new(false));
     let chains = Arc::new(chain::ChainTracker::default());
     let stopping = Arc::new(AtomicBool::new(false));
@@ -381,7 +382,6 @@ pub async fn run(
         command_auth: &models.command_auth,
         chains: &chains,
         stopping: &stopping,
-        stop_inspection: &stop_insp,
         control: &control.stats,
         rt_text: &control.rt_text,
         bus_backend: bus.backend(),
@@ -394,6 +394,10 @@ pub async fn run(
     for (i, ((st, rings), side)) in stations.iter().zip(rings).zip(sides).enumerate() {
         parts.push(station::build(i, st, rings, side, lives[i].clone(), &common)?);
     }
+    let cells: Vec<_> = parts.iter_mut().filter_map(|p| p.cell_work.take()).collect();
+    let workers = inspection::pool_size(cfg.inspection_workers, cells.len());
+    tracing::info!(workers, cells = cells.len(), "inspection pool");
+    let pool = inspection::InspectionPool::start(cells, workers, clock.clone(), stop_insp.clone())?;
 
     // Async tasks, per station, then the node's.
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -487,9 +491,7 @@ pub async fn run(
     stop_io.store(true, Relaxed);
     let _ = io_thread.join();
     stop_insp.store(true, Relaxed);
-    for r in &mut running {
-        r.join_inspection();
-    }
+    pool.join();
     models.service.stop();
     // Bounded, once for all stations: a producer held back by a failing
     // disk must not hold the stop.

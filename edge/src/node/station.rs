@@ -5,6 +5,7 @@
 //! command gate and context; [`StationParts::spawn`]
 //! starts its async tasks; [`Running`] stops them in the node's order.
 
+use super::inspection::CellWork;
 use super::threads::{self, InspectionOutcome};
 use super::{chain, tasks};
 use crate::bus::publisher::Publisher;
@@ -124,7 +125,6 @@ pub(crate) struct Common<'a> {
     pub command_auth: &'a Arc<CommandAuth>,
     pub chains: &'a Arc<chain::ChainTracker>,
     pub stopping: &'a Arc<AtomicBool>,
-    pub stop_inspection: &'a Arc<AtomicBool>,
     pub control: &'a Arc<ControlStats>,
     pub rt_text: &'a str,
     pub bus_backend: &'a str,
@@ -137,7 +137,8 @@ pub(crate) struct Common<'a> {
 /// A built station, its threads running, its async tasks not yet started.
 pub(crate) struct StationParts {
     pub ctx: Arc<StationCtx>,
-    inspection: std::thread::JoinHandle<()>,
+    /// Its cell, for the node's inspection pool.
+    pub cell_work: Option<CellWork>,
     twin: std::thread::JoinHandle<()>,
     telemetry: rtrb::Consumer<ControlTelemetry>,
     twin_tx: std::sync::mpsc::Sender<TwinSample>,
@@ -179,8 +180,8 @@ pub(crate) fn split_rings(st: &StationConfig, ends: ControlEndpoints) -> (AxisIo
     )
 }
 
-/// Build station `i` on its rings: its camera and inspection worker, its
-/// twin thread, its command gate on the control thread's request ring, its
+/// Build station `i` on its rings: its camera and model slot (for the
+/// inspection pool), its twin thread, its command gate on the control thread's request ring, its
 /// dashboard view `live`.
 pub(crate) fn build(
     i: usize,
@@ -203,12 +204,7 @@ pub(crate) fn build(
         seed,
         ..SimCameraConfig::default()
     }));
-    let inspection = {
-        let (stop, clock) = (c.stop_inspection.clone(), c.clock.clone());
-        std::thread::Builder::new()
-            .name(format!("triad-insp-{i}"))
-            .spawn(move || threads::run_inspection(camera, worker, trigger_rx, res_tx, clock, stop))?
-    };
+    let cell_work = CellWork::new(camera, worker, trigger_rx, res_tx);
     let twin_cfg = TwinConfig {
         band_c: st.asset.band_c,
         deadband_c: st.asset.deadband_c,
@@ -272,7 +268,7 @@ pub(crate) fn build(
     });
     Ok(StationParts {
         ctx,
-        inspection,
+        cell_work: Some(cell_work),
         twin,
         telemetry,
         twin_tx,
@@ -305,7 +301,6 @@ impl StationParts {
             twin_events: tokio::spawn(tasks::twin_task(ctx.clone(), self.steps)),
             commands: tokio::spawn(tasks::command_consumer(ctx)),
             pump,
-            inspection: Some(self.inspection),
             twin: self.twin,
         }
     }
@@ -317,19 +312,10 @@ pub(crate) struct Running {
     results: Option<JoinHandle<()>>,
     twin_events: JoinHandle<()>,
     commands: JoinHandle<()>,
-    inspection: Option<std::thread::JoinHandle<()>>,
     twin: std::thread::JoinHandle<()>,
 }
 
 impl Running {
-    /// After the node set the inspection stop flag: wait for the worker to
-    /// finish the frames it holds.
-    pub(crate) fn join_inspection(&mut self) {
-        if let Some(t) = self.inspection.take() {
-            let _ = t.join();
-        }
-    }
-
     /// Wait until every result of the cell is published, at most until
     /// `deadline` (one deadline for every station: a producer held back by
     /// a failing disk must not hold the stop once per station).
