@@ -40,21 +40,14 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-/// Timestamps of the closed loop.
+/// The closed loop as the dashboard showed it at the end (its stamps,
+/// rates and defect probability: [`ChainView`]), with the delays between
+/// its steps.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct ChainReport {
-    /// Residual left its band, ns.
-    pub fault_onset_ns: Option<i64>,
-    /// Alert raised, ns.
-    pub alert_ns: Option<i64>,
-    /// Derate applied by the control thread, ns.
-    pub derate_ns: Option<i64>,
-    /// Analysis finished, ns.
-    pub analysis_ns: Option<i64>,
-    /// Work order issued, ns.
-    pub workorder_ns: Option<i64>,
-    /// Work order accepted by the MES, ns.
-    pub mes_accepted_ns: Option<i64>,
+    /// The chain's stamps, rates and defect probability.
+    #[serde(flatten)]
+    pub view: ChainView,
     /// alert − onset, ms.
     pub alert_after_onset_ms: Option<f64>,
     /// derate − alert, ms.
@@ -194,12 +187,7 @@ fn ms(a: Option<i64>, b: Option<i64>) -> Option<f64> {
 impl ChainReport {
     fn of(c: &ChainView) -> Self {
         ChainReport {
-            fault_onset_ns: c.fault_onset_ns,
-            alert_ns: c.alert_ns,
-            derate_ns: c.derate_ns,
-            analysis_ns: c.analysis_ns,
-            workorder_ns: c.workorder_ns,
-            mes_accepted_ns: c.mes_accepted_ns,
+            view: c.clone(),
             alert_after_onset_ms: ms(c.alert_ns, c.fault_onset_ns),
             derate_after_alert_ms: ms(c.derate_ns, c.alert_ns),
             workorder_after_alert_ms: ms(c.workorder_ns, c.alert_ns),
