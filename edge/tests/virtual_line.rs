@@ -21,23 +21,21 @@
 
 use std::sync::Arc;
 use triad_edge::clock::ManualClock;
-use triad_edge::config::{self, Driver, NodeConfig};
-use triad_edge::control::program::{AxisLimits, AxisProgram, ControlRequest};
+use triad_edge::config::{self, Driver};
+use triad_edge::control::program::{AxisProgram, ControlRequest};
 use triad_edge::control::rings::{ControlEndpoints, control_rings};
 use triad_edge::control::runner::{AxisLoop, ControlRunner};
 use triad_edge::control::{ControlEvent, ControlStats, ControlTelemetry};
 use triad_edge::field::{AxisIo, IoStats, LineScan};
 use triad_edge::rules::StationRules;
-use triad_edge::rules::chain::{
-    self, Action, AnalysisInputs, BatchRecord, ChainRecord, DerateOutcome, Event, RaisedAlert, Step,
-};
+use triad_edge::rules::chain::{self, Action, AnalysisInputs, ChainRecord, DerateOutcome, Event, RaisedAlert, Step};
 use triad_hw::rng::SimRng;
 use triad_hw::sim::{Fault, FaultKind, PlantParams, SimCameraConfig, SimLine};
 use triad_hw::{AxisImageDevice, Device};
 use triad_inspect::history::ResultHistory;
 use triad_schemas::{AxisMode, CommandAction, Verdict};
 use triad_twin::physics::ThermalModel;
-use triad_twin::{AlertEvent, Twin, TwinConfig, TwinSample};
+use triad_twin::{AlertEvent, Twin};
 
 const MS: i64 = 1_000_000;
 const S: i64 = 1_000 * MS;
@@ -104,21 +102,7 @@ struct Station {
 }
 
 fn inspection_now(history: &ResultHistory, rules: &StationRules, onset_ns: i64) -> AnalysisInputs {
-    let n = rules.analysis.batches;
-    AnalysisInputs {
-        batches: history
-            .last_batches(n)
-            .into_iter()
-            .map(|b| BatchRecord {
-                batch_id: b.batch_id,
-                frames: b.frames,
-                defects: b.defects,
-                first_ns: b.first_ns,
-                last_ns: b.last_ns,
-            })
-            .collect(),
-        baseline: history.baseline(onset_ns, n),
-    }
+    AnalysisInputs::from_history(history, rules.analysis.batches, onset_ns)
 }
 
 /// Carry out the chain's actions until it waits for the control thread or
@@ -160,18 +144,6 @@ fn drive(st: &mut Station, now: i64, next_handle: &mut u64) {
     }
 }
 
-fn limits(cfg: &NodeConfig, a: &config::AxisConfig) -> AxisLimits {
-    AxisLimits {
-        nominal_ppm: a.nominal_ppm,
-        min_ppm: a.min_ppm,
-        max_ppm: a.max_ppm,
-        weld_current_a: a.weld_current_a,
-        start_running: a.start_running,
-        input_stale_ns: cfg.control.input_stale.as_nanos() as i64,
-        watchdog_ns: cfg.control.watchdog.as_nanos() as i64,
-    }
-}
-
 #[test]
 fn eight_hours_of_a_three_station_line_run_every_chain_on_its_own_station() {
     let wall = std::time::Instant::now();
@@ -196,7 +168,7 @@ fn eight_hours_of_a_three_station_line_run_every_chain_on_its_own_station() {
     let mut stations = Vec::new();
     for (i, sc) in stations_cfg.iter().enumerate() {
         let (rings, ends): (_, ControlEndpoints) = control_rings();
-        loops.push(AxisLoop::new(AxisProgram::new(limits(&cfg, &sc.axis), T0), rings));
+        loops.push(AxisLoop::new(AxisProgram::new(sc.axis.limits(&cfg.control), T0), rings));
         let (trig_tx, trig_rx) = rtrb::RingBuffer::new(1024);
         axes_io.push(AxisIo {
             binding: sc.axis.io.clone().unwrap(),
@@ -205,19 +177,12 @@ fn eight_hours_of_a_three_station_line_run_every_chain_on_its_own_station() {
             triggers: trig_tx,
             stats: Arc::new(IoStats::default()),
         });
-        let twin_cfg = TwinConfig {
-            band_c: sc.asset.band_c,
-            deadband_c: sc.asset.deadband_c,
-            persist_ns: sc.asset.persistence.as_nanos() as i64,
-            clear_ns: sc.asset.clear.as_nanos() as i64,
-            ..TwinConfig::default()
-        };
         stations.push(Station {
             rules: sc.rules(&cfg.line, cfg.analysis),
             ends_requests: ends.requests,
             telemetry: ends.telemetry,
             triggers: trig_rx,
-            twin: Twin::new(twin_cfg, ThermalModel::default()),
+            twin: Twin::new(sc.asset.twin_config(), ThermalModel::default()),
             history: ResultHistory::new(512),
             verdicts: SimRng::new(cfg.sim_seed + i as u64),
             camera: SimCameraConfig::default(),
@@ -266,14 +231,7 @@ fn eight_hours_of_a_three_station_line_run_every_chain_on_its_own_station() {
                     ControlTelemetry::Sample(s) => {
                         st.setpoint = s.setpoint_ppm;
                         st.mode = s.mode;
-                        let step = st.twin.handle_sample(&TwinSample {
-                            stamp_ns: s.stamp_ns,
-                            feed_ppm: s.inputs.feed_ppm,
-                            weld_current_a: s.inputs.weld_current_a,
-                            ambient_c: s.inputs.ambient_c,
-                            measured_c: s.inputs.weld_temp_c,
-                            running: matches!(s.mode, AxisMode::Running | AxisMode::Derated),
-                        });
+                        let step = st.twin.handle_sample(&s.twin_sample());
                         if step.excursion.is_some() {
                             st.excursions_observed += 1;
                         }

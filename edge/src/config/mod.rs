@@ -253,6 +253,35 @@ pub struct StationConfig {
     pub rule: Option<DerateRule>,
 }
 
+impl AxisConfig {
+    /// Its program's limits, with the control thread's staleness and
+    /// watchdog bounds.
+    pub fn limits(&self, control: &ControlConfig) -> crate::control::AxisLimits {
+        crate::control::AxisLimits {
+            nominal_ppm: self.nominal_ppm,
+            min_ppm: self.min_ppm,
+            max_ppm: self.max_ppm,
+            weld_current_a: self.weld_current_a,
+            start_running: self.start_running,
+            input_stale_ns: control.input_stale.as_nanos() as i64,
+            watchdog_ns: control.watchdog.as_nanos() as i64,
+        }
+    }
+}
+
+impl AssetConfig {
+    /// Its twin's band, deadband and timers.
+    pub fn twin_config(&self) -> triad_twin::TwinConfig {
+        triad_twin::TwinConfig {
+            band_c: self.band_c,
+            deadband_c: self.deadband_c,
+            persist_ns: self.persistence.as_nanos() as i64,
+            clear_ns: self.clear.as_nanos() as i64,
+            ..triad_twin::TwinConfig::default()
+        }
+    }
+}
+
 impl StationConfig {
     /// The closed-loop rules of this station on `line`.
     pub fn rules(&self, line: &LineId, analysis: AnalysisSettings) -> crate::rules::StationRules {

@@ -47,6 +47,25 @@ pub enum ControlTelemetry {
     },
 }
 
+impl TelemetrySample {
+    /// What the twin of the axis' asset gets of it: the process measured in
+    /// that cycle, and whether it runs (Running or Derated; otherwise the
+    /// twin raises nothing).
+    pub fn twin_sample(&self) -> triad_twin::TwinSample {
+        triad_twin::TwinSample {
+            stamp_ns: self.stamp_ns,
+            feed_ppm: self.inputs.feed_ppm,
+            weld_current_a: self.inputs.weld_current_a,
+            ambient_c: self.inputs.ambient_c,
+            measured_c: self.inputs.weld_temp_c,
+            running: matches!(
+                self.mode,
+                triad_schemas::AxisMode::Running | triad_schemas::AxisMode::Derated
+            ),
+        }
+    }
+}
+
 /// The control thread's ends of the rings.
 #[derive(Debug)]
 pub struct ControlRings {

@@ -16,7 +16,7 @@ use crate::commands::Origin;
 use crate::control::ControlEvent;
 use crate::dashboard::{AlertView, ChainView, WorkOrderView};
 use crate::rules::chain::{self as core, Action, AnalysisInputs, DerateOutcome, DerateRequest, Event, RaisedAlert};
-pub use crate::rules::chain::{BatchRecord, ChainRecord, Step};
+pub use crate::rules::chain::{ChainRecord, Step};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -150,22 +150,8 @@ async fn pause_before(step: &str) {
 /// The inspection figures of the station now: the last batches and the
 /// healthy baseline before `onset_ns`.
 fn inspection_now(ctx: &StationCtx, onset_ns: i64) -> AnalysisInputs {
-    let n = ctx.rules.analysis.batches;
     let h = ctx.history.lock().expect("history poisoned");
-    AnalysisInputs {
-        batches: h
-            .last_batches(n)
-            .into_iter()
-            .map(|b| BatchRecord {
-                batch_id: b.batch_id,
-                frames: b.frames,
-                defects: b.defects,
-                first_ns: b.first_ns,
-                last_ns: b.last_ns,
-            })
-            .collect(),
-        baseline: h.baseline(onset_ns, n),
-    }
+    AnalysisInputs::from_history(&h, ctx.rules.analysis.batches, onset_ns)
 }
 
 /// Start a new chain for a raised alert (journaled before anything is done).

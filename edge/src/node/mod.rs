@@ -32,9 +32,9 @@ use crate::bus::embedded::EmbeddedBus;
 use crate::bus::outbox::Outbox;
 use crate::bus::publisher::{Publisher, flush_bus_lane};
 use crate::clock::{Clock, SystemClock};
-use crate::config::{AxisConfig, BusConfig, NodeConfig, StationConfig};
+use crate::config::{BusConfig, NodeConfig, StationConfig};
 use crate::control::rings::control_rings;
-use crate::control::{AxisLimits, AxisLoop, AxisProgram, ControlRunner, ControlStats, rt};
+use crate::control::{AxisLoop, AxisProgram, ControlRunner, ControlStats, rt};
 use crate::dashboard::{AppState, LineViews, LiveState};
 use crate::metrics::Metrics;
 use crate::node::report::RunReport;
@@ -106,19 +106,6 @@ pub fn connect_bus(cfg: &BusConfig) -> anyhow::Result<Arc<dyn Bus>> {
         }
         #[cfg(not(feature = "pulsar"))]
         BusConfig::Pulsar(_) => anyhow::bail!("[bus] backend = \"pulsar\": {}", crate::bus::PULSAR_NOT_BUILT),
-    }
-}
-
-/// The control program's limits of `axis`.
-fn axis_limits(cfg: &NodeConfig, axis: &AxisConfig) -> AxisLimits {
-    AxisLimits {
-        nominal_ppm: axis.nominal_ppm,
-        min_ppm: axis.min_ppm,
-        max_ppm: axis.max_ppm,
-        weld_current_a: axis.weld_current_a,
-        start_running: axis.start_running,
-        input_stale_ns: cfg.control.input_stale.as_nanos() as i64,
-        watchdog_ns: cfg.control.watchdog.as_nanos() as i64,
     }
 }
 
@@ -230,7 +217,7 @@ fn start_control(
     for st in stations {
         let (rings, ends) = control_rings();
         loops.push(AxisLoop::new(
-            AxisProgram::new(axis_limits(cfg, &st.axis), clock.now_ns()),
+            AxisProgram::new(st.axis.limits(&cfg.control), clock.now_ns()),
             rings,
         ));
         endpoints.push(ends);

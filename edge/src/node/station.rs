@@ -29,7 +29,7 @@ use triad_hw::sim::{SimCamera, SimCameraConfig};
 use triad_inspect::history::ResultHistory;
 use triad_schemas::Topic;
 use triad_schemas::ids::LineId;
-use triad_twin::{Twin, TwinConfig, TwinSample, TwinStep};
+use triad_twin::{Twin, TwinSample, TwinStep};
 
 /// Topics of one station: its axis, cell and asset, and the line's work
 /// orders.
@@ -205,13 +205,7 @@ pub(crate) fn build(
         ..SimCameraConfig::default()
     }));
     let cell_work = CellWork::new(camera, worker, trigger_rx, res_tx);
-    let twin_cfg = TwinConfig {
-        band_c: st.asset.band_c,
-        deadband_c: st.asset.deadband_c,
-        persist_ns: st.asset.persistence.as_nanos() as i64,
-        clear_ns: st.asset.clear.as_nanos() as i64,
-        ..TwinConfig::default()
-    };
+    let twin_cfg = st.asset.twin_config();
     let (twin_tx, twin_rx) = std::sync::mpsc::channel();
     let (step_tx, steps) = mpsc::unbounded_channel();
     let twin = std::thread::Builder::new()

@@ -88,14 +88,7 @@ pub async fn telemetry_pump(
         while let Ok(t) = telemetry.pop() {
             match t {
                 ControlTelemetry::Sample(s) => {
-                    let _ = twin_tx.send(TwinSample {
-                        stamp_ns: s.stamp_ns,
-                        feed_ppm: s.inputs.feed_ppm,
-                        weld_current_a: s.inputs.weld_current_a,
-                        ambient_c: s.inputs.ambient_c,
-                        measured_c: s.inputs.weld_temp_c,
-                        running: matches!(s.mode, AxisMode::Running | AxisMode::Derated),
-                    });
+                    let _ = twin_tx.send(s.twin_sample());
                     update_axis(&ctx, &s);
                     if cadence.poll_publish(&s) {
                         let _ = state_tx.send(Some(control_state(&ctx, &s)));
@@ -634,13 +627,8 @@ mod tests {
             let cell = cfg.cells.iter().find(|c| c.axis == axis.id).unwrap().clone();
             let asset = cfg.assets.iter().find(|a| a.axis == axis.id).unwrap().clone();
             let limits = AxisLimits {
-                nominal_ppm: axis.nominal_ppm,
-                min_ppm: axis.min_ppm,
-                max_ppm: axis.max_ppm,
-                weld_current_a: axis.weld_current_a,
                 start_running: true,
-                input_stale_ns: cfg.control.input_stale.as_nanos() as i64,
-                watchdog_ns: cfg.control.watchdog.as_nanos() as i64,
+                ..axis.limits(&cfg.control)
             };
             let (rings, ends) = control_rings();
             let stats = Arc::new(ControlStats::new());

@@ -22,6 +22,7 @@
 
 use super::StationRules;
 use serde::{Deserialize, Serialize};
+use triad_inspect::history::ResultHistory;
 use triad_schemas::codec::SCHEMA_VERSION;
 use triad_schemas::{
     AlertKind, AlertState, ChainStamps, ClockState, Envelope, Priority, Severity, TwinAlert, WorkOrder,
@@ -158,6 +159,27 @@ pub struct AnalysisInputs {
     pub batches: Vec<BatchRecord>,
     /// The healthy baseline `(frames, defects)` before the onset.
     pub baseline: (u64, u64),
+}
+
+impl AnalysisInputs {
+    /// The last `batches` of a cell's `history` and its healthy baseline
+    /// before `onset_ns`.
+    pub fn from_history(history: &ResultHistory, batches: usize, onset_ns: i64) -> Self {
+        Self {
+            batches: history
+                .last_batches(batches)
+                .into_iter()
+                .map(|b| BatchRecord {
+                    batch_id: b.batch_id,
+                    frames: b.frames,
+                    defects: b.defects,
+                    first_ns: b.first_ns,
+                    last_ns: b.last_ns,
+                })
+                .collect(),
+            baseline: history.baseline(onset_ns, batches),
+        }
+    }
 }
 
 /// What came of an action.
