@@ -4,6 +4,7 @@
 use serde::Serialize;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
+use triad_schemas::{TwinState, TwinStatus};
 
 /// Points kept in the temperature chart (at 5 Hz: two minutes).
 pub const SERIES_LEN: usize = 600;
@@ -59,29 +60,45 @@ pub struct AxisView {
     pub stack_light: String,
 }
 
-/// The twin.
-#[derive(Clone, Debug, Default, Serialize)]
+/// The twin: its latest status, exactly as published on
+/// `dtwin/<asset>/status` (flattened: `asset`, `measured_c`, `predicted_c`,
+/// `residual_c`, `band_c`, `state`, `outside_since_ns`, `health`, `rul_s`,
+/// `model_version`, `envelope`), and its model's name and version.
+#[derive(Clone, Debug, Serialize)]
 pub struct TwinView {
-    /// Asset id.
-    pub asset: String,
-    /// Measured, °C.
-    pub measured_c: f64,
-    /// Predicted, °C.
-    pub predicted_c: f64,
-    /// Residual, °C.
-    pub residual_c: f64,
-    /// Band, °C.
-    pub band_c: f64,
-    /// State.
-    pub state: String,
-    /// Health.
-    pub health: f64,
-    /// RUL, s.
-    pub rul_s: Option<f64>,
-    /// Outside since, ns.
-    pub outside_since_ns: Option<i64>,
+    /// The latest status.
+    #[serde(flatten)]
+    pub status: TwinStatus,
     /// The twin's model, name and version.
     pub model: String,
+}
+
+impl Default for TwinView {
+    fn default() -> Self {
+        Self {
+            status: TwinStatus {
+                envelope: triad_schemas::Envelope {
+                    schema_version: triad_schemas::codec::SCHEMA_VERSION,
+                    node: String::new(),
+                    sequence: 0,
+                    stamp_ns: 0,
+                    clock: triad_schemas::ClockState::FreeRunning,
+                    clock_offset_ns: None,
+                },
+                asset: String::new(),
+                measured_c: 0.0,
+                predicted_c: 0.0,
+                residual_c: 0.0,
+                band_c: 0.0,
+                state: TwinState::Nominal,
+                outside_since_ns: None,
+                health: 0.0,
+                rul_s: None,
+                model_version: String::new(),
+            },
+            model: String::new(),
+        }
+    }
 }
 
 /// One chart point.
@@ -406,7 +423,7 @@ impl LineViews {
     pub fn of_target(&self, id: &str) -> Arc<LiveState> {
         self.0
             .iter()
-            .find(|v| v.read(|s| s.inspection.cell == id || s.twin.asset == id))
+            .find(|v| v.read(|s| s.inspection.cell == id || s.twin.status.asset == id))
             .cloned()
             .unwrap_or_else(|| self.first())
     }
@@ -514,9 +531,9 @@ impl LineView {
                         frames: s.inspection.frames,
                         defects: s.inspection.defects,
                         last_verdict: s.inspection.recent.front().map(|r| r.verdict.clone()),
-                        asset: s.twin.asset.clone(),
-                        twin_state: s.twin.state.clone(),
-                        residual_c: s.twin.residual_c,
+                        asset: s.twin.status.asset.clone(),
+                        twin_state: format!("{:?}", s.twin.status.state),
+                        residual_c: s.twin.status.residual_c,
                         alerts_open: s.alerts.iter().filter(|a| a.state != "Cleared").count(),
                         alerts_total: s.alerts.len(),
                         work_orders: s.work_orders.len(),
@@ -536,7 +553,7 @@ mod tests {
         v.update(|s| {
             s.axis.id = axis.into();
             s.inspection.cell = cell.into();
-            s.twin.asset = asset.into();
+            s.twin.status.asset = asset.into();
         });
         v
     }

@@ -198,30 +198,42 @@ struct ControlThread {
     rt_text: String,
 }
 
-fn start_control(
-    cfg: &NodeConfig,
-    stations: &[StationConfig],
-    clock: &Arc<dyn Clock>,
-) -> anyhow::Result<(ControlThread, Vec<crate::control::rings::ControlEndpoints>)> {
-    // Lock memory before the programs take their start time: mlockall of a
-    // large process can take longer than input_stale_ms, and the first
-    // cycle would then see a stale input.
+/// Every axis program with its rings, not yet running; memory is locked
+/// first (mlockall of a large process can take longer than input_stale_ms,
+/// and the first cycle would then see a stale input).
+struct ControlLoops {
+    loops: Vec<AxisLoop>,
+    endpoints: Vec<crate::control::rings::ControlEndpoints>,
+    /// Why memory is not locked, if it is not.
+    mem: Result<(), String>,
+}
+
+fn control_loops(cfg: &NodeConfig, stations: &[StationConfig], clock: &Arc<dyn Clock>) -> ControlLoops {
     let mem = if cfg.control.rt_priority.is_some() {
         rt::lock_memory()
     } else {
         Ok(())
     };
+    let (loops, endpoints) = stations
+        .iter()
+        .map(|st| {
+            let (rings, ends) = control_rings();
+            let program = AxisProgram::new(st.axis.limits(&cfg.control), clock.now_ns());
+            (AxisLoop::new(program, rings), ends)
+        })
+        .unzip();
+    ControlLoops { loops, endpoints, mem }
+}
+
+/// Start the control thread running `loops`.
+fn start_control(
+    cfg: &NodeConfig,
+    loops: Vec<AxisLoop>,
+    mem: Result<(), String>,
+    clock: &Arc<dyn Clock>,
+) -> anyhow::Result<ControlThread> {
+    let axes = loops.len();
     let stats = Arc::new(ControlStats::new());
-    let mut loops = Vec::with_capacity(stations.len());
-    let mut endpoints = Vec::with_capacity(stations.len());
-    for st in stations {
-        let (rings, ends) = control_rings();
-        loops.push(AxisLoop::new(
-            AxisProgram::new(st.axis.limits(&cfg.control), clock.now_ns()),
-            rings,
-        ));
-        endpoints.push(ends);
-    }
     let runner = ControlRunner::new(
         loops,
         stats.clone(),
@@ -255,21 +267,18 @@ fn start_control(
     }
     match &rt_status.fifo {
         Ok(p) => {
-            tracing::info!(priority = p, cycle_us = cfg.control.cycle.as_micros() as u64, axes = stations.len(), rt = %rt_text, "control thread running")
+            tracing::info!(priority = p, cycle_us = cfg.control.cycle.as_micros() as u64, axes, rt = %rt_text, "control thread running")
         }
         Err(e) => {
             tracing::warn!(reason = %e, "control thread runs at normal priority: jitter will be higher; {rt_text}")
         }
     }
-    Ok((
-        ControlThread {
-            handle,
-            stop,
-            stats,
-            rt_text,
-        },
-        endpoints,
-    ))
+    Ok(ControlThread {
+        handle,
+        stop,
+        stats,
+        rt_text,
+    })
 }
 
 /// Run the line the configuration describes, on the simulated plant, with
@@ -336,11 +345,11 @@ pub async fn run(
     let listen = listener.local_addr()?;
 
     // Every device's driver first (a simulated plant takes time to warm),
-    // then the control thread, then at once the I/O scan: the programs'
-    // first cycles need a process image within input_stale_ms of their
-    // start.
+    // then the programs and their rings, then the I/O scan, then the
+    // control thread: its first cycles find a process image waiting (the
+    // scan writes the safe outputs until the programs run).
     let devices = crate::field::drivers::open(&cfg, faults);
-    let (control, endpoints) = start_control(&cfg, &stations, &clock)?;
+    let ControlLoops { loops, endpoints, mem } = control_loops(&cfg, &stations, &clock);
     let (axes_io, rings): (Vec<_>, Vec<_>) = stations
         .iter()
         .zip(endpoints)
@@ -354,6 +363,14 @@ pub async fn run(
         std::thread::Builder::new()
             .name("triad-io".into())
             .spawn(move || crate::field::scan::run(line_scan, clock, Duration::from_millis(1), io_prio, stop))?
+    };
+    let control = match start_control(&cfg, loops, mem, &clock) {
+        Ok(c) => c,
+        Err(e) => {
+            stop_io.store(true, Relaxed);
+            let _ = io_thread.join();
+            return Err(e);
+        }
     };
 
     // Per station: its camera and model slot, its twin, its view, gate and

@@ -200,7 +200,7 @@ impl StationReport {
         StationReport {
             axis: snap.axis.id.clone(),
             cell: snap.inspection.cell.clone(),
-            asset: snap.twin.asset.clone(),
+            asset: snap.twin.status.asset.clone(),
             scenario: if snap.node.fault_axis == snap.axis.id {
                 snap.node.scenario.clone()
             } else {
@@ -213,7 +213,7 @@ impl StationReport {
             defects: snap.inspection.defects,
             dropped: io.welds_dropped.load(Relaxed),
             io_scans_failed: io.scans_failed.load(Relaxed),
-            twin_state: snap.twin.state.clone(),
+            twin_state: format!("{:?}", snap.twin.status.state),
             alerts: snap.alerts.clone(),
             work_orders: snap.work_orders.clone(),
             chain: snap.chain.as_ref().map(ChainReport::of),
@@ -247,7 +247,7 @@ impl RunReport {
             scenario: scenario.into(),
             axis: snap.axis.id.clone(),
             cell: snap.inspection.cell.clone(),
-            asset: snap.twin.asset.clone(),
+            asset: snap.twin.status.asset.clone(),
             duration_s: secs,
             fault_injected_ns,
             chain,

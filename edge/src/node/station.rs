@@ -238,7 +238,7 @@ pub(crate) fn build(
         s.control.cycle_us = c.cfg.control.cycle.as_micros() as u64;
         s.axis.id = st.axis.id.to_string();
         s.inspection.cell = st.cell.id.to_string();
-        s.twin.asset = st.asset.id.to_string();
+        s.twin.status.asset = st.asset.id.to_string();
     });
     let ctx = Arc::new(StationCtx {
         settings: LoopSettings::of(c.cfg),

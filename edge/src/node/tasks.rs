@@ -373,18 +373,9 @@ pub async fn twin_task(ctx: Arc<StationCtx>, mut rx: mpsc::UnboundedReceiver<(Tw
                 rul_s: step.rul_s,
                 model_version: model_version.to_string(),
             };
-            let _ = status_tx.send(Some(status));
             ctx.live.update(|s| {
                 let ppm = s.axis.ppm_actual;
-                s.twin.asset = ctx.asset.id.to_string();
-                s.twin.measured_c = step.measured_c;
-                s.twin.predicted_c = step.predicted_c;
-                s.twin.residual_c = step.residual_c;
-                s.twin.band_c = step.band_c;
-                s.twin.state = format!("{:?}", step.state);
-                s.twin.health = step.health;
-                s.twin.rul_s = step.rul_s;
-                s.twin.outside_since_ns = step.outside_since_ns;
+                s.twin.status = status.clone();
                 s.series.push_back(SeriesPoint {
                     t_ns: step.stamp_ns,
                     measured_c: step.measured_c,
@@ -396,6 +387,7 @@ pub async fn twin_task(ctx: Arc<StationCtx>, mut rx: mpsc::UnboundedReceiver<(Tw
                     s.series.pop_front();
                 }
             });
+            let _ = status_tx.send(Some(status));
         }
         match step.excursion {
             Some(triad_twin::persistence::TimerAction::ExcursionStarted { onset_ns }) => {
