@@ -1,15 +1,17 @@
 //! The node: builds every part from the config and runs them together.
 //!
 //! Every `[[axes]]` entry is a station (`station`): its axis program in the
-//! one control thread (SCHED_FIFO where permitted), its driver in the one
-//! I/O scan (`triad-io`), an inspection worker per cell (`triad-insp-<i>`),
-//! a twin per asset (`triad-twin-<i>`, nice 10), and its async tasks
+//! one control thread (SCHED_FIFO where permitted), its bound points in the
+//! one I/O scan over the `[[devices]]` (`triad-io`, [`crate::field`]), its
+//! cell in the inspection pool (`inspection`, threads `triad-insp-<k>`), a
+//! twin per asset (`triad-twin-<i>`, nice 10), and its async tasks
 //! (telemetry pump, results, twin events and the closed loop, command
 //! consumer). The node's own tasks on the tokio runtime: publishers, outbox
 //! flusher, MES connector, model requests, dashboard. [`run`] returns a
 //! [`RunReport`] when the duration is over or the shutdown future resolves.
 //!
-//! The closed loop runs as journaled steps (`chain`): a stop waits for the
+//! The closed loop's rules are the sans-IO engine of [`crate::rules`];
+//! `chain` does their I/O as journaled steps: a stop waits for the
 //! chains in flight (at most [`CHAIN_STOP_BUDGET`]) while the control thread
 //! still runs, so a derate can still be applied; what is left is completed
 //! at the next start. [`stop_signal`] resolves on SIGINT or SIGTERM alike.
@@ -281,8 +283,9 @@ fn start_control(
     })
 }
 
-/// Run the line the configuration describes, on the simulated plant, with
-/// the closed loop, until `duration` passes or `shutdown` resolves, and
+/// Run the line the configuration describes, on its devices (every axis
+/// must be bound: [`NodeConfig::simulate_unbound`] gives the unbound ones a
+/// simulated plant), with the closed loop, until `duration` passes or `shutdown` resolves, and
 /// return the run's report. Every `[[axes]]` entry is a station with its
 /// cell, asset and rule ([`NodeConfig::stations`]); one control thread runs
 /// every axis program.
