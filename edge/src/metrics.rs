@@ -118,6 +118,13 @@ pub struct CellLabel {
     pub cell: String,
 }
 
+/// Label: axis.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AxisLabel {
+    /// Axis id.
+    pub axis: String,
+}
+
 /// Label: twin asset.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AssetLabel {
@@ -159,11 +166,13 @@ pub struct StationMetrics {
     pub health: FGauge,
     /// Alerts raised on the asset.
     pub alerts: Counter,
+    /// I/O scans in which a device the axis is bound to did not answer.
+    pub io_scans_failed: Counter,
 }
 
 impl StationMetrics {
-    /// The handles of `cell` and `asset` in `m`.
-    pub fn new(m: &Metrics, cell: &str, asset: &str) -> Self {
+    /// The handles of `axis`, `cell` and `asset` in `m`.
+    pub fn new(m: &Metrics, axis: &str, cell: &str, asset: &str) -> Self {
         let c = CellLabel { cell: cell.into() };
         let a = AssetLabel { asset: asset.into() };
         Self {
@@ -174,6 +183,10 @@ impl StationMetrics {
             residual: m.twin_residual.get_or_create(&a).clone(),
             health: m.twin_health.get_or_create(&a).clone(),
             alerts: m.twin_alerts.get_or_create(&a).clone(),
+            io_scans_failed: m
+                .io_scans_failed
+                .get_or_create(&AxisLabel { axis: axis.into() })
+                .clone(),
         }
     }
 }
@@ -199,6 +212,8 @@ pub struct Metrics {
     pub inspection_frames_dropped: Family<CellLabel, Counter>,
     /// Inspection errors.
     pub inspection_errors: Family<CellLabel, Counter>,
+    /// I/O scans an axis got no inputs from (a bound device did not answer).
+    pub io_scans_failed: Family<AxisLabel, Counter>,
     /// Frame-to-result latency.
     pub inspection_latency: Histogram,
     /// Twin residual, °C.
@@ -271,6 +286,11 @@ impl Metrics {
             inspection_frames_dropped: reg!(
                 "inspection_frames_dropped",
                 "Frames lost before inspection (queue full)",
+                Family::default()
+            ),
+            io_scans_failed: reg!(
+                "io_scans_failed",
+                "I/O scans in which a device the axis is bound to did not answer (the axis got no new inputs)",
                 Family::default()
             ),
             inspection_errors: reg!(

@@ -313,6 +313,7 @@ async fn a_three_station_line_derates_only_the_drifting_axis_and_shows_all_three
             "triad_twin_alerts_total{asset=\"pack_02\"} 1",
             "triad_inspection_frames_total{cell=\"cell_03\"}",
             "triad_twin_residual_celsius{asset=\"pack_01\"}",
+            "triad_io_scans_failed_total{axis=\"axis_03\"} 0",
         ],
     )
     .await;

@@ -58,6 +58,8 @@ pub struct AxisView {
     pub safe_state_reason: Option<String>,
     /// Stack light colour: green (running), amber (derated/stopped), red (safe state).
     pub stack_light: String,
+    /// I/O scans in which a device the axis is bound to did not answer.
+    pub io_scans_failed: u64,
 }
 
 /// The twin: its latest status, exactly as published on

@@ -246,7 +246,12 @@ pub(crate) fn build(
         clock: c.clock.clone(),
         publisher: c.publisher.clone(),
         metrics: c.metrics.clone(),
-        station_metrics: StationMetrics::new(c.metrics, st.cell.id.as_str(), st.asset.id.as_str()),
+        station_metrics: StationMetrics::new(
+            c.metrics,
+            st.axis.id.as_str(),
+            st.cell.id.as_str(),
+            st.asset.id.as_str(),
+        ),
         live,
         gate,
         history: Arc::new(Mutex::new(ResultHistory::new(512))),

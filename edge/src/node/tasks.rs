@@ -131,6 +131,7 @@ pub async fn telemetry_pump(
             }
             let overruns_last_min = overruns - overrun_window.front().copied().unwrap_or(overruns);
             let io_dropped = ctx.io_stats.welds_dropped.load(Relaxed);
+            let io_failed = ctx.io_stats.scans_failed.load(Relaxed);
             ctx.live.update(|snap| {
                 snap.control.cycles = cycles;
                 snap.control.overruns = overruns;
@@ -140,6 +141,12 @@ pub async fn telemetry_pump(
                 snap.outbox.pending_bus = ob.pending_bus;
                 snap.outbox.pending_mes = ob.pending_mes;
                 snap.outbox.dead_letters = ob.dead_letters;
+                if io_failed > snap.axis.io_scans_failed {
+                    ctx.station_metrics
+                        .io_scans_failed
+                        .inc_by(io_failed - snap.axis.io_scans_failed);
+                    snap.axis.io_scans_failed = io_failed;
+                }
                 if io_dropped > snap.inspection.dropped {
                     ctx.station_metrics
                         .frames_dropped
@@ -645,7 +652,12 @@ mod tests {
                 rules: station.rules(&cfg.line, cfg.analysis),
                 clock: clock.clone(),
                 publisher,
-                station_metrics: crate::metrics::StationMetrics::new(&metrics, cell.id.as_str(), asset.id.as_str()),
+                station_metrics: crate::metrics::StationMetrics::new(
+                    &metrics,
+                    axis.id.as_str(),
+                    cell.id.as_str(),
+                    asset.id.as_str(),
+                ),
                 metrics,
                 live: Arc::new(LiveState::default()),
                 gate,
