@@ -140,6 +140,9 @@ pub struct AxisProgram {
     last_input: LineInputs,
     last_fresh_ns: i64,
     has_input: bool,
+    /// No fresh process image for longer than the bound, as of the last
+    /// cycle (a reset out of a stale-input safe state waits for fresh ones).
+    inputs_stale: bool,
 }
 
 impl AxisProgram {
@@ -158,6 +161,7 @@ impl AxisProgram {
             last_input: LineInputs::default(),
             last_fresh_ns: now_ns,
             has_input: false,
+            inputs_stale: false,
         }
     }
 
@@ -182,6 +186,7 @@ impl AxisProgram {
     pub fn handle_inputs(&mut self, inputs: &LineInputs, now_ns: i64) {
         if !self.has_input || inputs.scan_seq != self.last_input.scan_seq {
             self.last_fresh_ns = now_ns;
+            self.inputs_stale = false;
         }
         self.has_input = true;
         self.last_input = *inputs;
@@ -232,7 +237,7 @@ impl AxisProgram {
     fn cause_active(&self) -> bool {
         match self.safe {
             Some(SafeReason::EStop) => self.last_input.estop,
-            Some(SafeReason::StaleInput) => !self.has_input,
+            Some(SafeReason::StaleInput) => !self.has_input || self.inputs_stale,
             _ => false,
         }
     }
@@ -241,10 +246,11 @@ impl AxisProgram {
     /// cycle. `lateness_ns` is how late the cycle woke.
     pub fn poll_outputs(&mut self, now_ns: i64, lateness_ns: i64) -> (LineOutputs, Option<ControlEvent>) {
         let mut event = None;
+        self.inputs_stale = now_ns - self.last_fresh_ns > self.limits.input_stale_ns;
         if self.mode != AxisMode::SafeState {
             let reason = if self.last_input.estop {
                 Some(SafeReason::EStop)
-            } else if now_ns - self.last_fresh_ns > self.limits.input_stale_ns {
+            } else if self.inputs_stale {
                 Some(SafeReason::StaleInput)
             } else if lateness_ns > self.limits.watchdog_ns {
                 Some(SafeReason::Watchdog)
@@ -389,7 +395,16 @@ mod tests {
                 ..
             }
         ));
-        p.handle_inputs(&input(2), 30 * MS);
+        // The device is still silent: the cause is present, the reset is refused.
+        p.poll_outputs(40 * MS, 0);
+        assert!(matches!(
+            p.handle_request(&req(CommandAction::ResetFault, 0.0)),
+            ControlEvent::Rejected {
+                reason: RejectReason::CauseActive,
+                ..
+            }
+        ));
+        p.handle_inputs(&input(2), 50 * MS);
         assert!(matches!(
             p.handle_request(&req(CommandAction::ResetFault, 0.0)),
             ControlEvent::Applied {
