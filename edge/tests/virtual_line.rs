@@ -21,17 +21,16 @@
 
 use std::sync::Arc;
 use triad_edge::clock::ManualClock;
-use triad_edge::config::{self, Driver};
+use triad_edge::config;
 use triad_edge::control::program::{AxisProgram, ControlRequest};
 use triad_edge::control::rings::{ControlEndpoints, control_rings};
 use triad_edge::control::runner::{AxisLoop, ControlRunner};
 use triad_edge::control::{ControlEvent, ControlStats, ControlTelemetry};
-use triad_edge::field::{AxisIo, IoStats, LineScan};
+use triad_edge::field::{AxisIo, IoStats, LineScan, drivers};
 use triad_edge::rules::StationRules;
 use triad_edge::rules::chain::{self, Action, AnalysisInputs, ChainRecord, DerateOutcome, Event, RaisedAlert, Step};
 use triad_hw::rng::SimRng;
-use triad_hw::sim::{Fault, FaultKind, PlantParams, SimCameraConfig, SimLine};
-use triad_hw::{AxisImageDevice, Device};
+use triad_hw::sim::{Fault, FaultKind, SimCameraConfig};
 use triad_inspect::history::ResultHistory;
 use triad_schemas::{AxisMode, CommandAction, Verdict};
 use triad_twin::physics::ThermalModel;
@@ -152,17 +151,14 @@ fn eight_hours_of_a_three_station_line_run_every_chain_on_its_own_station() {
     assert_eq!(stations_cfg.len(), 3);
     let clock = Arc::new(ManualClock::new(T0));
 
-    // The devices, as field::drivers makes them, each with its faults.
-    let devices: Vec<(String, Box<dyn Device>)> = cfg
-        .devices
-        .iter()
-        .enumerate()
-        .map(|(d, dev)| {
-            let Driver::Sim { seed } = dev.driver;
-            let plant = SimLine::warm(PlantParams::default(), seed, faults_of(d), 12.0);
-            (dev.id.clone(), Box::new(AxisImageDevice::new(plant)) as Box<dyn Device>)
-        })
-        .collect();
+    // The devices as the node makes them, each with its excursions (in
+    // the example, device i is axis i's welder).
+    assert!(
+        (cfg.axes.iter().enumerate())
+            .all(|(i, a)| a.io.as_ref().unwrap().point(triad_hw::Signal::WeldTempC).device == i),
+        "device i is axis i's welder"
+    );
+    let devices = drivers::open(&cfg, faults_of);
     let mut loops = Vec::new();
     let mut axes_io = Vec::new();
     let mut stations = Vec::new();

@@ -180,9 +180,6 @@ pub(crate) fn validate(
                 continue;
             }
         };
-        if d.seed.is_some() && !matches!(driver, Driver::Sim { .. }) {
-            p.add(k("seed"), "only sim devices take a seed; remove it");
-        }
         out.push(DeviceConfig {
             id: d.id.clone(),
             driver,

@@ -4,19 +4,12 @@ use crate::config::{Driver, NodeConfig};
 use triad_hw::sim::{Fault, PlantParams, SimLine};
 use triad_hw::{AxisImageDevice, Device, Signal};
 
-/// A scenario's faults and the device (its position in the config) they
-/// go to.
-pub type DeviceFaults = Option<(usize, Vec<Fault>)>;
-
-/// Every device of `cfg`, in config order. `faults` go to the simulated
-/// plant at that position (the one the fault axis' weld temperature comes
-/// from). A simulated plant starts warm, at the nominal rate of the axis
-/// that drives its feed if that axis starts running.
-pub fn open(cfg: &NodeConfig, faults: DeviceFaults) -> Vec<(String, Box<dyn Device>)> {
-    let (fault_device, mut faults) = match faults {
-        Some((d, f)) => (Some(d), Some(f)),
-        None => (None, None),
-    };
+/// Every device of `cfg`, in config order. The simulated plant at
+/// position `d` gets the faults `faults_of(d)` (the node gives the
+/// scenario's to the device the fault axis reads its weld temperature from).
+/// A simulated plant starts warm, at the nominal rate of the axis that
+/// drives its feed if that axis starts running.
+pub fn open(cfg: &NodeConfig, mut faults_of: impl FnMut(usize) -> Vec<Fault>) -> Vec<(String, Box<dyn Device>)> {
     cfg.devices
         .iter()
         .enumerate()
@@ -29,15 +22,10 @@ pub fn open(cfg: &NodeConfig, faults: DeviceFaults) -> Vec<(String, Box<dyn Devi
                         .find(|a| a.io.as_ref().is_some_and(|b| b.point(Signal::FeedPpmCmd).device == d))
                         .filter(|a| a.start_running)
                         .map_or(0.0, |a| a.nominal_ppm);
-                    let faults = if fault_device == Some(d) {
-                        faults.take().unwrap_or_default()
-                    } else {
-                        Vec::new()
-                    };
                     Box::new(AxisImageDevice::new(SimLine::warm(
                         PlantParams::default(),
                         seed,
-                        faults,
+                        faults_of(d),
                         start_ppm,
                     )))
                 }

@@ -111,14 +111,14 @@ pub fn connect_bus(cfg: &BusConfig) -> anyhow::Result<Arc<dyn Bus>> {
     }
 }
 
-/// The scenario's faults and the device they go to: the simulated plant
-/// the fault axis' weld temperature is read from (default: the first
-/// axis').
+/// The fault axis (default: the first) and, if the scenario has faults,
+/// the device they go to: the simulated plant the fault axis' weld
+/// temperature is read from.
 fn scenario_faults(
     cfg: &NodeConfig,
     scenario: &Scenario,
     fault_axis: Option<&AxisId>,
-) -> anyhow::Result<(usize, crate::field::drivers::DeviceFaults)> {
+) -> anyhow::Result<(usize, Option<usize>)> {
     let axis = match fault_axis {
         None => 0,
         Some(id) => cfg.axes.iter().position(|a| &a.id == id).with_context(|| {
@@ -131,7 +131,7 @@ fn scenario_faults(
     }
     let device = crate::field::drivers::fault_device(cfg, axis)
         .map_err(|e| anyhow::anyhow!("scenario {}: {e}", scenario.name))?;
-    Ok((axis, Some((device, scenario.faults.clone()))))
+    Ok((axis, Some(device)))
 }
 
 /// Open the durable state: the state directory and the outbox, with what
@@ -306,7 +306,7 @@ pub async fn run(
         unbound.is_empty(),
         "axes {unbound:?} have no [axes.io]: bind their signals to device points (docs/configuration.md), or run with --sim to give each a simulated plant"
     );
-    let (fault_index, faults) = scenario_faults(&cfg, &opts.scenario, opts.fault_axis.as_ref())?;
+    let (fault_index, fault_device) = scenario_faults(&cfg, &opts.scenario, opts.fault_axis.as_ref())?;
 
     let DurableState {
         outbox,
@@ -351,7 +351,13 @@ pub async fn run(
     // then the programs and their rings, then the I/O scan, then the
     // control thread: its first cycles find a process image waiting (the
     // scan writes the safe outputs until the programs run).
-    let devices = crate::field::drivers::open(&cfg, faults);
+    let devices = crate::field::drivers::open(&cfg, |d| {
+        if fault_device == Some(d) {
+            opts.scenario.faults.clone()
+        } else {
+            Vec::new()
+        }
+    });
     let ControlLoops { loops, endpoints, mem } = control_loops(&cfg, &stations, &clock);
     let (axes_io, rings): (Vec<_>, Vec<_>) = stations
         .iter()
