@@ -158,7 +158,8 @@ fn eight_hours_of_a_three_station_line_run_every_chain_on_its_own_station() {
             .all(|(i, a)| a.io.as_ref().unwrap().point(triad_hw::Signal::WeldTempC).device == i),
         "device i is axis i's welder"
     );
-    let devices = drivers::open(&cfg, faults_of);
+    let dyn_clock: Arc<dyn triad_edge::clock::Clock> = clock.clone();
+    let devices = drivers::open(&cfg, faults_of, &dyn_clock).unwrap().devices;
     let mut loops = Vec::new();
     let mut axes_io = Vec::new();
     let mut stations = Vec::new();

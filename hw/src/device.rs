@@ -40,6 +40,16 @@ pub trait Device: Send {
     /// Write the outputs of `image`, then read its inputs.
     fn scan(&mut self, image: &mut [f64], now_ns: i64) -> Result<(), IoError>;
 
+    /// Whether input `point`'s value is older than its bound at `now_ns`: a
+    /// polled device (Modbus) whose samples stopped arriving. The axes bound
+    /// to a stale point get a stale image and take the safe state at once.
+    /// A device scanned synchronously is never stale (the default): its
+    /// scan fails instead.
+    fn is_stale(&self, point: usize, now_ns: i64) -> bool {
+        let _ = (point, now_ns);
+        false
+    }
+
     /// Hand the capture triggers seen since the last scan to `sink`, oldest
     /// first. A device that sees no parts has none (the default).
     fn take_triggers(&mut self, sink: &mut dyn FnMut(CaptureTrigger)) {

@@ -27,6 +27,9 @@ pub struct LineInputs {
     pub parts_total: u64,
     /// Emergency stop pressed (digital input, active high).
     pub estop: bool,
+    /// A value of this image is older than its point's bound (a polled
+    /// device stopped answering): the program takes the safe state now.
+    pub stale: bool,
 }
 
 /// Outputs the control program drives.

@@ -8,6 +8,8 @@
 //! The README's test command (`scripts/test-all.sh`) builds the binary,
 //! prepares the venv and the peers, then runs `cargo test --workspace`.
 
+pub mod modbus_peer;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

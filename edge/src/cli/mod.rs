@@ -3,11 +3,13 @@
 //! ```text
 //! triad run (--sim | --config FILE | --sim --config FILE) [--scenario NAME] [--duration D] [--report FILE] [--mes-url URL] [--listen ADDR]
 //! triad check-config FILE
+//! triad sim-plant --modbus ADDR [--unit N] [--seed N] [--scenario NAME]   (the simulated line as a Modbus TCP device)
 //! triad keys gen | bundle build/sign/verify/pack | token issue | deploy | rollback   (signed models, see `cli::models`)
 //! ```
 
 pub mod bus;
 pub mod models;
+pub mod sim_plant;
 
 use crate::config::{self, ConfigSource};
 use crate::node::{self, RunOptions};
@@ -100,6 +102,9 @@ pub enum Command {
     Deploy(crate::cli::models::DeployArgs),
     /// Roll a target of a running node back to its previous model.
     Rollback(crate::cli::models::RollbackArgs),
+    /// Serve the simulated welding line as a Modbus TCP device, for
+    /// `triad run --config deploy/examples/sim-plant-modbus.toml`.
+    SimPlant(crate::cli::sim_plant::SimPlantArgs),
 }
 
 /// `triad schemas`.
@@ -163,7 +168,7 @@ fn init_tracing() {
 /// a control topic), and it leaves the second core to the real-time threads
 /// and the inspection worker. Disk and CPU-heavy work goes to the blocking
 /// pool or the node's own threads.
-fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -288,6 +293,7 @@ pub fn main() -> ExitCode {
         Command::Token { cmd } => crate::cli::models::token(cmd),
         Command::Deploy(a) => crate::cli::models::deploy(a),
         Command::Rollback(a) => crate::cli::models::rollback(a),
+        Command::SimPlant(a) => crate::cli::sim_plant::run(a),
         Command::CheckConfig { file } => match config::load(&ConfigSource::File(file.clone())) {
             Ok(cfg) => {
                 println!(

@@ -23,24 +23,136 @@
 //! capture triggers) go to one axis only.
 
 use super::file::{AxisSection, Problems};
+use super::gpio::GpioConfig;
+use super::modbus::{ModbusConfig, ModbusLink};
 use serde::Deserialize;
+use std::sync::Arc;
 use triad_hw::{AXIS_IMAGE_POINTS, Direction, PointInfo, PointKind, Signal};
 
 /// Devices one node scans at most.
 pub const MAX_DEVICES: usize = 256;
 
-/// `[[devices]]`
+/// `[[devices]]`: the keys of every driver (each refuses the others').
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceSection {
     /// Id, named by `[axes.io]`.
     pub id: String,
-    /// `sim` (this version's only driver).
+    /// `sim`, `modbus-tcp`, `modbus-rtu` or `gpio`.
     pub driver: String,
     /// `sim`: seed of the simulated plant (default `[sim] seed` + the
     /// device's position in the file).
     #[serde(default)]
     pub seed: Option<u64>,
+    /// `modbus-tcp`: `host:port`.
+    pub endpoint: Option<String>,
+    /// `modbus-rtu`: serial port path.
+    pub port: Option<String>,
+    /// `modbus-rtu`: bit/s (default 19200).
+    pub baud: Option<u32>,
+    /// `modbus-rtu`: `none`, `even` (default) or `odd`.
+    pub parity: Option<String>,
+    /// `modbus-rtu`: 7 or 8 (default).
+    pub data_bits: Option<u8>,
+    /// `modbus-rtu`: 1 (default) or 2.
+    pub stop_bits: Option<u8>,
+    /// Modbus unit id (default 1).
+    pub unit: Option<u8>,
+    /// Modbus: `zero-based` or `one-based` (required).
+    pub addressing: Option<String>,
+    /// Modbus: default byte and word order of the points (default `ABCD`).
+    pub byte_order: Option<String>,
+    /// Modbus: longest wait for an answer, ms (default 200).
+    pub timeout_ms: Option<u64>,
+    /// Modbus: further tries of a request that got no answer (default 1).
+    pub retries: Option<u32>,
+    /// Modbus: pause between requests on the link, ms (default 0).
+    pub request_gap_ms: Option<u64>,
+    /// Modbus: first wait before a reconnect, ms (default 100).
+    pub reconnect_min_ms: Option<u64>,
+    /// Modbus: longest wait before a reconnect, ms (default 5000).
+    pub reconnect_max_ms: Option<u64>,
+    /// Modbus: outputs written `on-change` (default) or `every-cycle`.
+    pub write: Option<String>,
+    /// Modbus: items a block read may span between points (default 8).
+    pub merge_gap: Option<u16>,
+    /// Modbus: period of the `default` poll group, ms (default 50).
+    pub poll_ms: Option<u64>,
+    /// Modbus: more poll groups, name = period in ms.
+    pub groups: Option<std::collections::BTreeMap<String, u64>>,
+    /// Modbus: capture triggers from a counter.
+    pub capture: Option<CaptureSection>,
+    /// `gpio`: the chip (`/dev/gpiochip0` or `gpiochip0`).
+    pub chip: Option<String>,
+    /// Modbus and `gpio`: the device's points.
+    #[serde(default)]
+    pub points: Vec<PointSection>,
+}
+
+/// `[devices.capture]`: each increment of `counter` is one weld to image.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaptureSection {
+    /// The counter point.
+    pub counter: String,
+    /// Welds per part (default 1).
+    pub per_part: Option<u32>,
+    /// The point the simulated camera takes as the weld temperature.
+    pub temperature: Option<String>,
+}
+
+/// `[[devices.points]]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct PointSection {
+    pub name: String,
+    /// Read (`input`, default) or written (`output`).
+    pub direction: Option<String>,
+    pub unit: Option<String>,
+    // Modbus
+    pub table: Option<String>,
+    pub address: Option<u32>,
+    pub r#type: Option<String>,
+    pub bit: Option<u8>,
+    pub order: Option<String>,
+    pub scale: Option<f64>,
+    pub offset: Option<f64>,
+    pub group: Option<String>,
+    pub stale_ms: Option<u64>,
+    // gpio
+    pub line: Option<u32>,
+    pub active_low: Option<bool>,
+}
+
+impl PointSection {
+    /// The gpio keys set.
+    pub(crate) fn gpio_keys(&self) -> Vec<&'static str> {
+        [("line", self.line.is_some()), ("active_low", self.active_low.is_some())]
+            .into_iter()
+            .filter(|k| k.1)
+            .map(|k| k.0)
+            .collect()
+    }
+
+    /// The Modbus keys set.
+    pub(crate) fn modbus_keys(&self) -> Vec<&'static str> {
+        [
+            ("table", self.table.is_some()),
+            ("address", self.address.is_some()),
+            ("type", self.r#type.is_some()),
+            ("bit", self.bit.is_some()),
+            ("order", self.order.is_some()),
+            ("scale", self.scale.is_some()),
+            ("offset", self.offset.is_some()),
+            ("group", self.group.is_some()),
+            ("stale_ms", self.stale_ms.is_some()),
+        ]
+        .into_iter()
+        .filter(|k| k.1)
+        .map(|k| k.0)
+        .collect()
+    }
 }
 
 /// `[axes.io]`: `device` binds every signal to the point of its name on
@@ -86,6 +198,10 @@ pub enum Driver {
         /// Seed of its plant.
         seed: u64,
     },
+    /// A Modbus TCP or RTU device.
+    Modbus(Arc<ModbusConfig>),
+    /// Digital points on the lines of a GPIO chip.
+    Gpio(Arc<GpioConfig>),
 }
 
 impl Driver {
@@ -93,13 +209,20 @@ impl Driver {
     pub fn name(&self) -> &'static str {
         match self {
             Driver::Sim { .. } => "sim",
+            Driver::Modbus(m) => match m.link {
+                ModbusLink::Tcp { .. } => "modbus-tcp",
+                ModbusLink::Rtu { .. } => "modbus-rtu",
+            },
+            Driver::Gpio(_) => "gpio",
         }
     }
 
     /// The points a device of this driver has.
-    pub fn points(&self) -> &'static [PointInfo] {
+    pub fn points(&self) -> &[PointInfo] {
         match self {
             Driver::Sim { .. } => &AXIS_IMAGE_POINTS,
+            Driver::Modbus(m) => &m.infos,
+            Driver::Gpio(g) => &g.infos,
         }
     }
 }
@@ -135,8 +258,6 @@ impl IoBinding {
     }
 }
 
-const DRIVERS_LATER: [&str; 3] = ["modbus-tcp", "modbus-rtu", "gpio"];
-
 /// Check `[[devices]]` and every axis' `[axes.io]`.
 pub(crate) fn validate(
     devices: &[DeviceSection],
@@ -164,18 +285,36 @@ pub(crate) fn validate(
             );
         }
         let driver = match d.driver.as_str() {
-            "sim" => Driver::Sim {
-                seed: d.seed.unwrap_or(sim_seed.wrapping_add(i as u64)),
+            "sim" => {
+                let foreign = [super::modbus::keys_set(d), points_keys(d)].concat();
+                for key in foreign {
+                    p.add(k(key), "is no key of a sim device (it has id, driver and seed)");
+                }
+                Driver::Sim {
+                    seed: d.seed.unwrap_or(sim_seed.wrapping_add(i as u64)),
+                }
+            }
+            "gpio" => match super::gpio::validate(d, &k, p) {
+                Some(g) => Driver::Gpio(Arc::new(g)),
+                None => continue,
             },
+            "modbus-tcp" | "modbus-rtu" => {
+                if d.seed.is_some() {
+                    p.add(k("seed"), "only a sim device has a seed");
+                }
+                if d.chip.is_some() {
+                    p.add(k("chip"), "is a key of gpio devices");
+                }
+                match super::modbus::validate(d, d.driver == "modbus-rtu", &k, p) {
+                    Some(m) => Driver::Modbus(Arc::new(m)),
+                    None => continue,
+                }
+            }
             other => {
-                let why = if DRIVERS_LATER.contains(&other) {
-                    format!("the {other} driver is not in this version yet")
-                } else {
-                    format!("{other:?} is no driver")
-                };
+                let why = format!("{other:?} is no driver");
                 p.add(
                     k("driver"),
-                    format!("{why}; this version has \"sim\" (the simulated welding line)"),
+                    format!("{why}; this version has \"sim\" (the simulated welding line), \"modbus-tcp\", \"modbus-rtu\" and \"gpio\""),
                 );
                 continue;
             }
@@ -192,6 +331,18 @@ pub(crate) fn validate(
         .collect();
     check_shared_points(axes, &bindings, &out, p);
     (out, bindings)
+}
+
+/// `chip` and `points`, which a sim device has not.
+fn points_keys(d: &DeviceSection) -> Vec<&'static str> {
+    let mut keys = Vec::new();
+    if d.chip.is_some() {
+        keys.push("chip");
+    }
+    if !d.points.is_empty() {
+        keys.push("points");
+    }
+    keys
 }
 
 /// Resolve one axis' signals to points.
@@ -435,18 +586,15 @@ mod tests {
     }
 
     #[test]
-    fn drivers_of_later_versions_and_unknown_ones_are_refused_by_name() {
+    fn unknown_drivers_and_duplicate_or_bad_ids_are_refused_by_name() {
         let m = problem(
             with(
-                "[[devices]]\nid = \"plc\"\ndriver = \"modbus-tcp\"\n",
+                "[[devices]]\nid = \"plc\"\ndriver = \"ethercat\"\n",
                 "io = { device = \"welder_07\" }",
             ),
             "devices[1].driver",
         );
-        assert!(
-            m.contains("modbus-tcp driver is not in this version") && m.contains("\"sim\""),
-            "{m}"
-        );
+        assert!(m.contains("\"ethercat\" is no driver") && m.contains("\"gpio\""), "{m}");
         let m = problem(
             with(
                 "[[devices]]\nid = \"plc\"\ndriver = \"profinet\"\n",

@@ -945,9 +945,25 @@ impl Problems {
             message: message.into(),
         });
     }
-    fn range<T: PartialOrd + fmt::Display + Copy>(&mut self, key: &str, value: T, lo: T, hi: T, unit: &str, fix: &str) {
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+    pub(crate) fn range<T: PartialOrd + fmt::Display + Copy>(
+        &mut self,
+        key: &str,
+        value: T,
+        lo: T,
+        hi: T,
+        unit: &str,
+        fix: &str,
+    ) {
         if !(value >= lo && value <= hi) {
-            self.add(key, format!("{value} is outside {lo}..={hi} {unit}; {fix}"));
+            let fix = if fix.is_empty() {
+                String::new()
+            } else {
+                format!("; {fix}")
+            };
+            self.add(key, format!("{value} is outside {lo}..={hi} {unit}{fix}"));
         }
     }
     pub(crate) fn id<T>(&mut self, key: &str, r: Result<T, triad_schemas::ids::IdError>) -> Option<T> {

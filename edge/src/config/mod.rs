@@ -12,6 +12,8 @@
 
 pub mod devices;
 pub mod file;
+pub mod gpio;
+pub mod modbus;
 
 pub use devices::{DeviceConfig, Driver, IoBinding, PointRef};
 

@@ -70,7 +70,9 @@ impl SafeReason {
     /// Text for operators.
     pub fn describe(self) -> &'static str {
         match self {
-            SafeReason::StaleInput => "stale input: no fresh process image from the I/O scan",
+            SafeReason::StaleInput => {
+                "stale input: no fresh process image from the I/O scan, or a bound point older than its bound"
+            }
             SafeReason::EStop => "emergency stop pressed",
             SafeReason::Watchdog => "watchdog: the control cycle woke too late",
         }
@@ -143,6 +145,8 @@ pub struct AxisProgram {
     /// No fresh process image for longer than the bound, as of the last
     /// cycle (a reset out of a stale-input safe state waits for fresh ones).
     inputs_stale: bool,
+    /// The last image came flagged stale by the I/O scan.
+    marked_stale: bool,
 }
 
 impl AxisProgram {
@@ -162,6 +166,7 @@ impl AxisProgram {
             last_fresh_ns: now_ns,
             has_input: false,
             inputs_stale: false,
+            marked_stale: false,
         }
     }
 
@@ -182,9 +187,12 @@ impl AxisProgram {
         self.safe
     }
 
-    /// A new process image arrived.
+    /// A new process image arrived. An image flagged stale (a bound point
+    /// older than its bound) counts as no fresh input: the next
+    /// [`AxisProgram::poll_outputs`] takes the safe state.
     pub fn handle_inputs(&mut self, inputs: &LineInputs, now_ns: i64) {
-        if !self.has_input || inputs.scan_seq != self.last_input.scan_seq {
+        self.marked_stale = inputs.stale;
+        if !inputs.stale && (!self.has_input || inputs.scan_seq != self.last_input.scan_seq) {
             self.last_fresh_ns = now_ns;
             self.inputs_stale = false;
         }
@@ -246,7 +254,7 @@ impl AxisProgram {
     /// cycle. `lateness_ns` is how late the cycle woke.
     pub fn poll_outputs(&mut self, now_ns: i64, lateness_ns: i64) -> (LineOutputs, Option<ControlEvent>) {
         let mut event = None;
-        self.inputs_stale = now_ns - self.last_fresh_ns > self.limits.input_stale_ns;
+        self.inputs_stale = self.marked_stale || now_ns - self.last_fresh_ns > self.limits.input_stale_ns;
         if self.mode != AxisMode::SafeState {
             let reason = if self.last_input.estop {
                 Some(SafeReason::EStop)
@@ -365,6 +373,55 @@ mod tests {
             }
         ));
         assert_eq!((p.mode(), p.setpoint_ppm()), (AxisMode::Running, 12.0));
+    }
+
+    #[test]
+    fn an_image_flagged_stale_takes_the_safe_state_in_that_cycle_and_holds_the_reset() {
+        let mut p = AxisProgram::new(limits(), 0);
+        p.handle_inputs(&input(1), 0);
+        assert_eq!(p.poll_outputs(MS, 0).1, None);
+        // A bound point passed its bound: the very next cycle is safe, long
+        // before input_stale_ns (20 ms) would have said so.
+        p.handle_inputs(
+            &LineInputs {
+                stale: true,
+                ..input(2)
+            },
+            2 * MS,
+        );
+        let (out, ev) = p.poll_outputs(2 * MS, 0);
+        assert_eq!(
+            ev,
+            Some(ControlEvent::SafeStateEntered {
+                reason: SafeReason::StaleInput
+            })
+        );
+        assert!(!out.weld_enable && out.feed_ppm_cmd == 0.0);
+        p.handle_inputs(
+            &LineInputs {
+                stale: true,
+                ..input(3)
+            },
+            3 * MS,
+        );
+        p.poll_outputs(3 * MS, 0);
+        assert!(matches!(
+            p.handle_request(&req(CommandAction::ResetFault, 0.0)),
+            ControlEvent::Rejected {
+                reason: RejectReason::CauseActive,
+                ..
+            }
+        ));
+        // Fresh again: the reset is taken, and the axis waits for a start.
+        p.handle_inputs(&input(4), 4 * MS);
+        p.poll_outputs(4 * MS, 0);
+        assert!(matches!(
+            p.handle_request(&req(CommandAction::ResetFault, 0.0)),
+            ControlEvent::Applied {
+                mode: AxisMode::Stopped,
+                ..
+            }
+        ));
     }
 
     #[test]

@@ -21,7 +21,8 @@ pub struct IoStats {
     /// Clock time of the axis' first scan, ns (fault times are relative to it).
     pub plant_start_ns: AtomicI64,
     /// Scans in which a device this axis is bound to failed (its program
-    /// got no new image).
+    /// got no new image) or a bound input was stale (its program got an
+    /// image flagged stale and took the safe state).
     pub scans_failed: AtomicU64,
 }
 
@@ -139,6 +140,10 @@ impl LineScan {
             for s in inputs {
                 let r = a.binding.point(s);
                 image.set(s, self.images[r.device][r.point]);
+                image.stale |= self.devices[r.device].is_stale(r.point, now_ns);
+            }
+            if image.stale {
+                a.stats.scans_failed.fetch_add(1, Relaxed);
             }
             let _ = a.inputs.push(image);
         }
@@ -169,6 +174,9 @@ pub fn run(
         }
         line.scan(clock.now_ns());
     }
+    // A last scan hands the programs' final outputs (the safe state they
+    // push when they stop) to the devices.
+    line.scan(clock.now_ns());
 }
 
 #[cfg(test)]
@@ -300,5 +308,77 @@ mod tests {
         down.store(false, Relaxed);
         let (_, seq_b, _, _) = scan(&mut line, 20_000, &mut a, &mut b);
         assert_eq!(seq_b, Some(20_000), "back once it answers, counting on");
+    }
+
+    /// A fake GPIO chip the test drives: lines behind a shared lock.
+    #[derive(Clone)]
+    struct Panel(Arc<std::sync::Mutex<triad_hw::sim::SimLines>>);
+
+    impl triad_hw::DigitalLines for Panel {
+        fn set(&mut self, line: triad_hw::LineId, high: bool) -> Result<(), IoError> {
+            self.0.lock().unwrap().set(line, high)
+        }
+        fn get(&self, line: triad_hw::LineId) -> Result<bool, IoError> {
+            self.0.lock().unwrap().get(line)
+        }
+    }
+
+    #[test]
+    fn an_estop_on_a_gpio_line_takes_the_safe_state_in_the_next_cycle() {
+        use crate::control::program::{AxisLimits, AxisProgram, SafeReason};
+        use triad_hw::{DigitalLines, Direction as D, GpioDevice, GpioPoint, LineId};
+        let panel = Panel(Arc::new(std::sync::Mutex::new(triad_hw::sim::SimLines::new(32))));
+        // A normally-closed contact: the line is high while the button is out.
+        panel.0.lock().unwrap().set(LineId(17), true).unwrap();
+        let estop = GpioPoint {
+            name: "estop".into(),
+            line: 17,
+            direction: D::Input,
+            active_low: true,
+        };
+        let gpio: Box<dyn Device> = Box::new(GpioDevice::new("panel", vec![estop], panel.clone()).unwrap());
+        let (mut io, mut a) = axis(0);
+        io.binding.0[Signal::Estop.index()] = PointRef { device: 1, point: 0 };
+        let mut line = LineScan::new(vec![("welder".into(), plant(1)), ("panel".into(), gpio)], vec![io]);
+        let mut program = AxisProgram::new(
+            AxisLimits {
+                nominal_ppm: 12.0,
+                min_ppm: 1.0,
+                max_ppm: 15.0,
+                weld_current_a: 5000.0,
+                start_running: true,
+                input_stale_ns: 50_000_000,
+                watchdog_ns: 100_000_000,
+            },
+            0,
+        );
+        let mut cycle = |line: &mut LineScan, ms: i64| {
+            line.scan(ms * 1_000_000);
+            while let Ok(i) = a.inputs.pop() {
+                program.handle_inputs(&i, ms * 1_000_000);
+            }
+            let (out, ev) = program.poll_outputs(ms * 1_000_000, 0);
+            let _ = a.outputs.push(out);
+            (out, ev)
+        };
+        for ms in 0..100 {
+            let (out, ev) = cycle(&mut line, ms);
+            assert!(ev.is_none() && out.weld_enable, "runs while the contact is closed");
+        }
+        // Pressed: the contact opens, the line goes low.
+        panel.0.lock().unwrap().set(LineId(17), false).unwrap();
+        let (out, ev) = cycle(&mut line, 100);
+        assert_eq!(
+            ev,
+            Some(crate::control::program::ControlEvent::SafeStateEntered {
+                reason: SafeReason::EStop
+            })
+        );
+        assert!(!out.weld_enable && out.feed_ppm_cmd == 0.0);
+        // The safe outputs reach the welder at the next scan.
+        line.scan(101_000_000);
+        let welder = &line.images[0];
+        assert_eq!(welder[Signal::WeldEnable.index()], 0.0);
+        assert_eq!(welder[Signal::FeedPpmCmd.index()], 0.0);
     }
 }

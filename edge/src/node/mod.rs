@@ -50,6 +50,10 @@ use std::time::Duration;
 
 /// How long an orderly stop waits for closed-loop chains in flight.
 pub const CHAIN_STOP_BUDGET: Duration = Duration::from_secs(5);
+/// Longest the start waits for every Modbus device's first answer before
+/// the control thread starts (the axes of a device that has not answered
+/// by then start in the safe state, for a stale input).
+pub const MODBUS_START_WAIT: Duration = Duration::from_secs(3);
 
 /// Resolves on the first SIGINT or SIGTERM (systemd's stop) and says which:
 /// both take the same orderly stop.
@@ -129,9 +133,13 @@ fn scenario_faults(
     if scenario.faults.is_empty() {
         return Ok((axis, None));
     }
-    let device = crate::field::drivers::fault_device(cfg, axis)
-        .map_err(|e| anyhow::anyhow!("scenario {}: {e}", scenario.name))?;
-    Ok((axis, Some(device)))
+    match crate::field::drivers::fault_device(cfg, axis) {
+        Ok(device) => Ok((axis, Some(device))),
+        Err(e) => {
+            tracing::warn!("scenario {}: {e}; this run injects no faults", scenario.name);
+            Ok((axis, None))
+        }
+    }
 }
 
 /// Open the durable state: the state directory and the outbox, with what
@@ -351,20 +359,26 @@ pub async fn run(
     // then the programs and their rings, then the I/O scan, then the
     // control thread: its first cycles find a process image waiting (the
     // scan writes the safe outputs until the programs run).
-    let devices = crate::field::drivers::open(&cfg, |d| {
-        if fault_device == Some(d) {
-            opts.scenario.faults.clone()
-        } else {
-            Vec::new()
-        }
-    });
+    let field = crate::field::drivers::open(
+        &cfg,
+        |d| {
+            if fault_device == Some(d) {
+                opts.scenario.faults.clone()
+            } else {
+                Vec::new()
+            }
+        },
+        &clock,
+    )
+    .map_err(|e| anyhow::anyhow!("cannot open the field devices: {e}"))?;
+    crate::field::modbus::wait_first_samples(&field.modbus_images, MODBUS_START_WAIT, &clock).await;
     let ControlLoops { loops, endpoints, mem } = control_loops(&cfg, &stations, &clock);
     let (axes_io, rings): (Vec<_>, Vec<_>) = stations
         .iter()
         .zip(endpoints)
         .map(|(st, ends)| station::split_rings(st, ends))
         .unzip();
-    let line_scan = crate::field::LineScan::new(devices, axes_io);
+    let line_scan = crate::field::LineScan::new(field.devices, axes_io);
     let stop_io = Arc::new(AtomicBool::new(false));
     let io_thread = {
         let (stop, clock) = (stop_io.clone(), clock.clone());
@@ -503,6 +517,8 @@ pub async fn run(
     let _ = control.handle.join();
     stop_io.store(true, Relaxed);
     let _ = io_thread.join();
+    // The scan's last outputs (the programs' safe state) to the field.
+    field.modbus.stop(Duration::from_secs(2)).await;
     stop_insp.store(true, Relaxed);
     pool.join();
     models.service.stop();
@@ -539,13 +555,23 @@ pub async fn run(
         );
     }
     let views: Vec<_> = ctxs.iter().map(|c| (c.live.snapshot(), c.io_stats.clone())).collect();
+    // The faults this node injected: none when the fault axis' plant is not
+    // a simulated one here (a plant served over Modbus injects its own).
+    let injected = Scenario {
+        faults: if fault_device.is_some() {
+            opts.scenario.faults.clone()
+        } else {
+            Vec::new()
+        },
+        ..opts.scenario.clone()
+    };
     Ok(RunReport::build(
         opts.scenario.name,
         ran_for,
         &views,
         fault_index,
         &control.stats,
-        &opts.scenario,
+        &injected,
         &left,
     ))
 }

@@ -358,6 +358,7 @@ impl ProcessIo for SimLine {
             ambient_c: ambient + 0.05 * self.rng.normal(),
             parts_total: self.parts_total,
             estop: self.estop,
+            stale: false,
         })
     }
 
