@@ -125,6 +125,13 @@ pub struct AxisLabel {
     pub axis: String,
 }
 
+/// Label: field device.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeviceLabel {
+    /// Device id.
+    pub device: String,
+}
+
 /// Label: twin asset.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AssetLabel {
@@ -238,6 +245,16 @@ pub struct Metrics {
     pub outbox_storage_errors: Counter,
     /// Health of each check: 0 ok, 1 degraded, 2 failing.
     pub health: Family<CheckLabel, Gauge>,
+    /// Modbus requests sent per device (retries included).
+    pub modbus_requests: Family<DeviceLabel, Counter>,
+    /// Modbus requests that got no answer in time.
+    pub modbus_timeouts: Family<DeviceLabel, Counter>,
+    /// Modbus requests answered with an exception.
+    pub modbus_exceptions: Family<DeviceLabel, Counter>,
+    /// Modbus requests lost to the transport.
+    pub modbus_transport_errors: Family<DeviceLabel, Counter>,
+    /// Modbus connections made.
+    pub modbus_connects: Family<DeviceLabel, Counter>,
     /// Since when the bus, and the MES, have been failing.
     failing_since: Mutex<[Option<Instant>; 2]>,
 }
@@ -338,6 +355,27 @@ impl Metrics {
                 "Health of each check: 0 ok, 1 degraded, 2 failing (reasons on /healthz)",
                 Family::default()
             ),
+            modbus_requests: reg!(
+                "modbus_requests",
+                "Modbus requests sent (retries included)",
+                Family::default()
+            ),
+            modbus_timeouts: reg!(
+                "modbus_timeouts",
+                "Modbus requests that got no answer in time",
+                Family::default()
+            ),
+            modbus_exceptions: reg!(
+                "modbus_exceptions",
+                "Modbus requests answered with an exception",
+                Family::default()
+            ),
+            modbus_transport_errors: reg!(
+                "modbus_transport_errors",
+                "Modbus requests lost to the transport (refused, cut, malformed)",
+                Family::default()
+            ),
+            modbus_connects: reg!("modbus_connects", "Modbus connections made", Family::default()),
             failing_since: Mutex::new([None, None]),
             registry: r,
         }

@@ -5,6 +5,7 @@
 //! telemetry flowing through the real rings, with one axis and with three;
 //! then the real timed loop
 //! (`ControlRunner::run`, with its sleeps) for one second on its own thread.
+//! And the I/O scan that feeds it, with a Modbus and a GPIO device bound.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -224,4 +225,86 @@ fn the_counter_sees_allocations() {
         drop(s);
     });
     assert!(n >= 2, "counting allocator missed allocations: {n}");
+}
+
+/// The I/O scan (on its own real-time thread, feeding the control cycle)
+/// with a Modbus device and a GPIO device bound: 10 000 scans, with the
+/// Modbus link's fresh samples and weld counter moving, allocate nothing.
+#[test]
+fn the_io_scan_with_modbus_and_gpio_devices_bound_allocates_nothing() {
+    use triad_edge::config::{Driver, from_toml_str};
+    use triad_edge::field::modbus::{ModbusDevice, SharedImage};
+    use triad_edge::field::{AxisIo, IoStats, LineScan};
+    use triad_hw::{Device, GpioDevice};
+    let text = include_str!("../../deploy/examples/sim-plant-modbus.toml").to_string()
+        + "\n[[devices]]\nid = \"panel\"\ndriver = \"gpio\"\nchip = \"gpiochip0\"\n\
+           points = [ { name = \"estop\", line = 17, active_low = true } ]\n";
+    let text = text.replace(
+        "io = { device = \"welder_07\" }",
+        "io = { device = \"welder_07\", estop = \"panel.estop\" }",
+    );
+    let cfg = from_toml_str(&text).unwrap();
+    let (Driver::Modbus(m), Driver::Gpio(g)) = (&cfg.devices[0].driver, &cfg.devices[1].driver) else {
+        panic!("{:?}", cfg.devices)
+    };
+    let shared = Arc::new(SharedImage::new(m.points.len()));
+    let mut lines = triad_hw::sim::SimLines::new(32);
+    triad_hw::DigitalLines::set(&mut lines, triad_hw::LineId(17), true).unwrap();
+    let devices: Vec<(String, Box<dyn Device>)> = vec![
+        (
+            "welder_07".into(),
+            Box::new(ModbusDevice::new(m.clone(), shared.clone())),
+        ),
+        (
+            "panel".into(),
+            Box::new(GpioDevice::new("panel", g.points.clone(), lines).unwrap()),
+        ),
+    ];
+    let (in_tx, mut in_rx) = rtrb::RingBuffer::<LineInputs>::new(64);
+    let (mut out_tx, out_rx) = rtrb::RingBuffer::new(64);
+    let (trig_tx, mut trig_rx) = rtrb::RingBuffer::new(1024);
+    let stats = Arc::new(IoStats::default());
+    let axis = AxisIo {
+        binding: cfg.axes[0].io.clone().unwrap(),
+        inputs: in_tx,
+        outputs: out_rx,
+        triggers: trig_tx,
+        stats: stats.clone(),
+    };
+    let mut line = LineScan::new(devices, vec![axis]);
+    let clock = SystemClock;
+    let welds = m.points.iter().position(|p| p.name == "welds_total").unwrap();
+    let (mut images, mut triggers, mut allocs_total) = (0u64, 0u64, 0u64);
+    for k in 0..10_000u64 {
+        let now = clock.now_ns();
+        // What the link task would have stored: fresh samples, a weld every 10 scans.
+        for (i, p) in m.points.iter().enumerate() {
+            if p.direction == triad_hw::Direction::Input {
+                shared.set(i, if i == welds { (k / 10) as f64 } else { 180.0 }, now);
+            }
+        }
+        let _ = out_tx.push(triad_hw::LineOutputs {
+            stamp_ns: now,
+            feed_ppm_cmd: 12.0,
+            weld_enable: k % 100 < 50,
+            weld_current_cmd_a: 5000.0,
+        });
+        allocs_total += count_allocs(|| line.scan(now));
+        while let Ok(i) = in_rx.pop() {
+            assert!(!i.stale && !i.estop, "{i:?}");
+            images += 1;
+        }
+        while trig_rx.pop().is_ok() {
+            triggers += 1;
+        }
+    }
+    assert_eq!(
+        allocs_total, 0,
+        "the I/O scan allocated {allocs_total} times in 10 000 scans"
+    );
+    assert_eq!(images, 10_000);
+    assert!(triggers >= 990, "a capture trigger per weld: {triggers}");
+    assert_eq!(stats.scans_failed.load(Ordering::Relaxed), 0);
+    let cmd = m.points.iter().position(|p| p.name == "feed_ppm_cmd").unwrap();
+    assert_eq!(shared.value(cmd), 12.0, "the program's outputs reach the link's image");
 }

@@ -212,6 +212,29 @@ points = [
     })
     .await;
 
+    // The link's figures are exported per device.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let m = http
+            .get(format!("{url}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let timeouts = m
+            .lines()
+            .find(|l| l.starts_with("triad_modbus_timeouts_total{device=\"welder\"}"))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok());
+        if timeouts.is_some_and(|t| t > 0.0) {
+            assert!(m.contains("triad_modbus_requests_total{device=\"conveyor\"}"), "{m}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no Modbus timeouts exported: {m}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
     let token = |actions: &str| triad_tests::command_token(&keys.join("hmi.key"), actions, "2m");
     let command = |action: &'static str| {
         let (http, url, tok) = (http.clone(), url.clone(), token(action));

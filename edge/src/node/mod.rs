@@ -372,6 +372,10 @@ pub async fn run(
     )
     .map_err(|e| anyhow::anyhow!("cannot open the field devices: {e}"))?;
     crate::field::modbus::wait_first_samples(&field.modbus_images, MODBUS_START_WAIT, &clock).await;
+    let modbus_metrics = tokio::spawn(crate::field::modbus::export_metrics(
+        field.modbus_images.clone(),
+        metrics.clone(),
+    ));
     let ControlLoops { loops, endpoints, mem } = control_loops(&cfg, &stations, &clock);
     let (axes_io, rings): (Vec<_>, Vec<_>) = stations
         .iter()
@@ -519,6 +523,7 @@ pub async fn run(
     let _ = io_thread.join();
     // The scan's last outputs (the programs' safe state) to the field.
     field.modbus.stop(Duration::from_secs(2)).await;
+    modbus_metrics.abort();
     stop_insp.store(true, Relaxed);
     pool.join();
     models.service.stop();

@@ -110,3 +110,39 @@ pub async fn wait_first_samples(devices: &[ModbusView], within: Duration, clock:
         "Modbus devices polled"
     );
 }
+
+/// Copy the links' counters of `devices` into `metrics` every second
+/// (`triad_modbus_*_total{device}`), until the runtime ends.
+pub async fn export_metrics(devices: Vec<ModbusView>, metrics: Arc<crate::metrics::Metrics>) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut last = vec![[0u64; 5]; devices.len()];
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        for (d, seen) in devices.iter().zip(&mut last) {
+            let s = &d.image.stats;
+            let now = [
+                &s.requests,
+                &s.timeouts,
+                &s.exceptions,
+                &s.transport_errors,
+                &s.connects,
+            ]
+            .map(|c| c.load(Relaxed));
+            let label = crate::metrics::DeviceLabel { device: d.id.clone() };
+            let families = [
+                &metrics.modbus_requests,
+                &metrics.modbus_timeouts,
+                &metrics.modbus_exceptions,
+                &metrics.modbus_transport_errors,
+                &metrics.modbus_connects,
+            ];
+            for ((f, n), old) in families.into_iter().zip(now).zip(seen.iter_mut()) {
+                if n > *old {
+                    f.get_or_create(&label).inc_by(n - *old);
+                    *old = n;
+                }
+            }
+        }
+    }
+}
