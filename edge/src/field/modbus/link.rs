@@ -226,6 +226,18 @@ impl Link {
         }
     }
 
+    /// Poll every group of every device now, due or not (a benchmark's
+    /// scan; the link task polls by period with [`Link::poll_due`]).
+    pub async fn poll_now(&mut self) {
+        let now = Instant::now();
+        for d in &mut self.devices {
+            for g in &mut d.groups {
+                g.next = now;
+            }
+        }
+        self.poll_due().await;
+    }
+
     /// Poll every group that is due now.
     pub async fn poll_due(&mut self) {
         let now = Instant::now();
