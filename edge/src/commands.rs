@@ -4,7 +4,8 @@
 //! The gate checks the command, hands it to the control thread through the
 //! request ring, waits for the control program's verdict, and writes the
 //! decision to the audit trail. Commands from the node's own rules arrive
-//! in-process ([`Origin::Internal`]); commands from outside (the
+//! in-process ([`Origin::Internal`]); writes of a Modbus client allowed by
+//! address ([`Origin::Fieldbus`]) skip the token (steps 2–5); commands from outside (the
 //! `ctrl/<axis>/cmd` topic, the HTTP API) must carry a signed command token
 //! (see [`crate::trust::token`]), checked in this order, the first failure
 //! refusing the command with its reason:
@@ -51,6 +52,11 @@ pub enum Origin {
     Internal,
     /// The bus or an operator tool (must be signed).
     External,
+    /// A write of a Modbus client that `[modbus_server] writers` allows by
+    /// its address: Modbus carries no credentials, so the address is its
+    /// identity (in `issued_by`); limits, the control program's verdict and
+    /// the audit trail apply as to any command.
+    Fieldbus,
 }
 
 /// Why the gate refused a command.
@@ -477,11 +483,13 @@ fn audit_record(
         (_, Some(t)) => Some(t.claims.iss.clone()),
         (Origin::Internal, None) => Some(cmd.issued_by.clone()),
         (Origin::External, None) => Some(format!("{} (unverified)", cmd.issued_by)),
+        (Origin::Fieldbus, None) => Some(cmd.issued_by.clone()),
     };
     AuditRecord {
         origin: match origin {
             Origin::Internal => "node".into(),
             Origin::External => format!("external command {}", cmd.command_id),
+            Origin::Fieldbus => format!("modbus write {}", cmd.command_id),
         },
         actor,
         key_id: tok.map(|t| t.key_name.clone()),

@@ -57,7 +57,11 @@ async fn triad_block(links: &mut [Link], shared: &[Arc<SharedImage>], scans: usi
         assert_eq!(s.value(63), 63.0, "bank values are their addresses");
     }
     times.sort_unstable();
-    (percentile(&times, 0.5), percentile(&times, 0.99), percentile(&times, 1.0))
+    (
+        percentile(&times, 0.5),
+        percentile(&times, 0.99),
+        percentile(&times, 1.0),
+    )
 }
 
 /// The same with pymodbus (`tests/python/modbus_scan_reference.py`).
@@ -65,21 +69,35 @@ fn pymodbus_block(ports: &[u16], registers: usize, scans: usize) -> (f64, f64, f
     let endpoints: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
     let out = std::process::Command::new(triad_tests::python())
         .arg(triad_tests::workspace_root().join("tests/python/modbus_scan_reference.py"))
-        .args(["--endpoints", &endpoints.join(","), "--registers", &registers.to_string()])
+        .args([
+            "--endpoints",
+            &endpoints.join(","),
+            "--registers",
+            &registers.to_string(),
+        ])
         .args(["--scans", &scans.to_string()])
         .output()
         .expect("run modbus_scan_reference.py");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON line");
     let f = |k: &str| v[k].as_f64().unwrap();
-    (f("p50_us"), f("p99_us"), f("max_us"), v["client"].as_str().unwrap_or("").to_string())
+    (
+        f("p50_us"),
+        f("p99_us"),
+        f("max_us"),
+        v["client"].as_str().unwrap_or("").to_string(),
+    )
 }
 
 /// Polls each of `shared` completed in `window` (the link tasks running).
 async fn polls_in(shared: &[Arc<SharedImage>], window: Duration) -> Vec<u64> {
     let before: Vec<u64> = shared.iter().map(|s| s.stats.polls.load(Relaxed)).collect();
     tokio::time::sleep(window).await;
-    shared.iter().zip(before).map(|(s, b)| s.stats.polls.load(Relaxed) - b).collect()
+    shared
+        .iter()
+        .zip(before)
+        .map(|(s, b)| s.stats.polls.load(Relaxed) - b)
+        .collect()
 }
 
 fn main() {
@@ -101,7 +119,10 @@ fn main() {
             ])
         })
         .collect();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let shared: Vec<Arc<SharedImage>> = (0..n).map(|_| Arc::new(SharedImage::new(registers))).collect();
     let mut links: Vec<Link> = ports
@@ -181,7 +202,10 @@ fn main() {
     };
     let (p_alive, p_dead) = (period(&alive), period(&dead));
     println!("## One of {n} devices hangs (SIGSTOP): the others' poll period (configured 10 ms)\n");
-    println!("| | mean period of the other {} devices | polls of the hung device |", n - 1);
+    println!(
+        "| | mean period of the other {} devices | polls of the hung device |",
+        n - 1
+    );
     println!("|---|---|---|");
     println!("| all answer | {p_alive:.2} ms | {} |", alive[n - 1]);
     println!("| one hangs | {p_dead:.2} ms | {} |", dead[n - 1]);

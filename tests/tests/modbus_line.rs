@@ -372,3 +372,123 @@ async fn the_sim_plant_over_modbus_runs_the_weld_drift_loop_with_the_timings_of_
         "the node injected nothing: the plant did"
     );
 }
+
+/// One operation of `tests/python/scada_client.py` (pymodbus) against
+/// `addr`: its JSON outcome.
+fn scada(addr: &str, extra: &[&str], op: &[&str]) -> Value {
+    let out = Command::new(triad_tests::python())
+        .arg(workspace_root().join("tests/python/scada_client.py"))
+        .args(["--tcp", addr])
+        .args(extra)
+        .args(op)
+        .output()
+        .expect("run scada_client.py");
+    assert!(out.status.success(), "{op:?}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{op:?}: {e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+fn f32_of(regs: &Value) -> f32 {
+    let r: Vec<u16> = regs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u16)
+        .collect();
+    f32::from_bits((u32::from(r[0]) << 16) | u32::from(r[1]))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scada_reads_the_process_image_over_modbus_and_writes_only_what_it_may() {
+    let _g = node_lock().await;
+    let dir = TempDir::new("modbus-server");
+    let mport = free_port();
+    let cfg_text = format!(
+        "{}\n[modbus_server]\nlisten = \"127.0.0.1:{mport}\"\nwriters = [\"127.0.0.1\"]\npoints = [\n\
+         {{ value = \"axis_07.ppm_actual\", table = \"input\", address = 0, type = \"f32\" }},\n\
+         {{ value = \"axis_07.mode\", table = \"input\", address = 2, type = \"u16\" }},\n\
+         {{ value = \"axis_07.weld_temp_c\", table = \"input\", address = 3, type = \"i16\", scale = 0.1 }},\n\
+         {{ value = \"axis_07.ppm_setpoint\", table = \"holding\", address = 0, type = \"f32\", writable = true }},\n\
+         {{ value = \"axis_07.weld_current_a\", table = \"holding\", address = 2, type = \"f32\" }},\n\
+         {{ value = \"axis_07.safe_state\", table = \"discrete\", address = 0 }},\n\
+         {{ value = \"axis_07.stop\", table = \"coil\", address = 0, writable = true }},\n]\n",
+        include_str!("../../edge/src/config/default.toml")
+    );
+    let cfg = dir.path().join("node.toml");
+    std::fs::write(&cfg, cfg_text).unwrap();
+    let port = free_port();
+    let mut node = start_node(&cfg, dir.path(), port, &["--sim", "--scenario", "nominal"]);
+    let url = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    wait_axis(&http, &url, Duration::from_secs(30), "running", |a| {
+        a["mode"] == "Running"
+    })
+    .await;
+    let addr = format!("127.0.0.1:{mport}");
+    let s = |op: &[&str]| scada(&addr, &[], op);
+
+    let v = s(&["read", "input", "0", "4"]);
+    assert_eq!(v["ok"], true, "{v}");
+    let regs = &v["values"];
+    let ppm = f32_of(&serde_json::json!([regs[0], regs[1]]));
+    assert!((ppm - 12.0).abs() < 1.0, "ppm_actual {ppm}");
+    assert_eq!(regs[2], 1, "mode: running");
+    let temp = f64::from(regs[3].as_u64().unwrap() as u16 as i16) * 0.1;
+    assert!(temp > 100.0, "weld_temp_c {temp}, scaled by 0.1");
+    assert_eq!(s(&["read", "discrete", "0", "1"])["values"], serde_json::json!([0]));
+
+    // The set-point, written as an f32 over two registers: a SetRate.
+    let nine = 9.0f32.to_bits();
+    let (hi, lo) = ((nine >> 16).to_string(), (nine & 0xffff).to_string());
+    assert_eq!(s(&["write-registers", "0", &hi, &lo])["ok"], true);
+    let v = s(&["read", "holding", "0", "2"]);
+    assert_eq!(f32_of(&v["values"]), 9.0, "{v}");
+    // Refused, and nothing changes: outside the axis limits (exception 3),
+    // half a point (2), a point that is not writable (1), an address no
+    // point covers (2), another unit (11), a client not among the writers (1).
+    let ninety = 99.0f32.to_bits();
+    let exc = |v: Value| v["exception"].as_u64().unwrap_or_else(|| panic!("no exception: {v}"));
+    assert_eq!(exc(s(&["write-registers", "0", &(ninety >> 16).to_string(), "0"])), 3);
+    assert_eq!(exc(s(&["write-register", "0", "16656"])), 2);
+    assert_eq!(exc(s(&["write-registers", "2", &hi, &lo])), 1);
+    assert_eq!(exc(s(&["read", "input", "4", "2"])), 2);
+    assert_eq!(exc(scada(&addr, &["--unit", "7"], &["read", "input", "0", "2"])), 11);
+    assert_eq!(
+        exc(scada(&addr, &["--source", "127.0.0.2"], &["write-coil", "0", "1"])),
+        1
+    );
+    let st = state(&http, &url).await.unwrap();
+    assert_eq!(st["axis"]["ppm_setpoint"], 9.0, "{st}");
+    assert_eq!(st["axis"]["mode"], "Running");
+
+    // The stop coil from an allowed client: a Stop command.
+    assert_eq!(s(&["write-coil", "0", "1"])["ok"], true);
+    wait_axis(&http, &url, Duration::from_secs(2), "stopped", |a| {
+        a["mode"] == "Stopped"
+    })
+    .await;
+    assert_eq!(s(&["read", "input", "2", "1"])["values"], serde_json::json!([0]));
+
+    let audit: Value = http
+        .get(format!("{url}/api/audit"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let trail: Vec<&Value> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["action"] == "command")
+        .collect();
+    let text = serde_json::to_string(&trail).unwrap();
+    assert!(
+        text.contains("modbus:127.0.0.1") && text.contains("SetRate 9 PPM applied"),
+        "{text}"
+    );
+    assert!(text.contains("command_out_of_range"), "{text}");
+    let _ = Command::new("kill").arg("-INT").arg(node.id().to_string()).status();
+    assert!(node.wait().unwrap().success());
+}

@@ -20,6 +20,9 @@ pub struct FileConfig {
     /// `[[devices]]`
     #[serde(default)]
     pub devices: Vec<super::devices::DeviceSection>,
+    /// `[modbus_server]`
+    #[serde(default)]
+    pub modbus_server: Option<super::modbus_server::ModbusServerSection>,
     /// `[[axes]]`
     #[serde(default)]
     pub axes: Vec<AxisSection>,
@@ -1045,6 +1048,8 @@ impl FileConfig {
 
         let security = self.security.validate(&mut p);
         let models = self.models.validate(&mut p);
+        let axis_ids: Vec<&str> = self.axes.iter().map(|a| a.id.as_str()).collect();
+        let modbus_server = self.modbus_server.as_ref().and_then(|m| m.validate(&axis_ids, &mut p));
 
         if !p.0.is_empty() {
             return Err(p.0);
@@ -1064,6 +1069,7 @@ impl FileConfig {
             },
             inspection_workers: self.inspection.workers,
             devices,
+            modbus_server,
             axes,
             cells,
             assets,

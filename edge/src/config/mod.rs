@@ -14,6 +14,7 @@ pub mod devices;
 pub mod file;
 pub mod gpio;
 pub mod modbus;
+pub mod modbus_server;
 
 pub use devices::{DeviceConfig, Driver, IoBinding, PointRef};
 
@@ -81,6 +82,8 @@ pub struct NodeConfig {
     pub inspection_workers: usize,
     /// Field devices the I/O scan reads and writes (`[[devices]]`).
     pub devices: Vec<DeviceConfig>,
+    /// The process image served over Modbus TCP (`[modbus_server]`).
+    pub modbus_server: Option<modbus_server::ModbusServerConfig>,
     /// Axes, each a station with its cell and asset (see [`NodeConfig::stations`]).
     pub axes: Vec<AxisConfig>,
     /// Inspection cells.

@@ -483,6 +483,41 @@ pub async fn run(
             let _ = dash_stop.wait_for(|s| *s).await;
         },
     ));
+    let modbus_server = match &cfg.modbus_server {
+        None => None,
+        Some(ms) => {
+            let listener = tokio::net::TcpListener::bind(ms.listen).await.with_context(|| {
+                format!("cannot listen on {} for [modbus_server]: is the port taken, or below 1024 without CAP_NET_BIND_SERVICE?", ms.listen)
+            })?;
+            let axes = cfg
+                .axes
+                .iter()
+                .map(|a| {
+                    let c = ctxs
+                        .iter()
+                        .find(|c| c.gate.axis() == a.id.as_str())
+                        .expect("every axis is a station");
+                    crate::field::modbus::server::ServedAxis {
+                        live: c.live.clone(),
+                        gate: c.gate.clone(),
+                    }
+                })
+                .collect();
+            let mut stop = stop_rx.clone();
+            tracing::info!(listen = %ms.listen, unit = ms.unit, points = ms.points.len(), writers = ms.writers.len(), "serving the process image over Modbus TCP");
+            Some(tokio::spawn(crate::field::modbus::server::serve_process_image(
+                listener,
+                ms.clone(),
+                axes,
+                models.service.audit().clone(),
+                clock.clone(),
+                cfg.node.to_string(),
+                async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                },
+            )))
+        }
+    };
     // Chains a stop or a power cut interrupted: complete them now.
     chain::resume(&ctxs, outbox_lost.is_some());
     let axes: Vec<&str> = stations.iter().map(|s| s.axis.id.as_str()).collect();
@@ -547,6 +582,9 @@ pub async fn run(
     }
     flusher.abort();
     mes.abort();
+    if let Some(server) = modbus_server {
+        server.abort();
+    }
     // Close producers and connections while the runtime still runs
     // (bounded: a broker that does not answer must not hold the stop).
     let _ = tokio::time::timeout(Duration::from_secs(3), bus.close()).await;

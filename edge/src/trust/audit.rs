@@ -244,6 +244,7 @@ pub fn is_unauthenticated(code: &str) -> bool {
                 | "command_malformed"
                 | "command_too_large"
                 | "unknown_target"
+                | "modbus_write_not_allowed"
         )
 }
 

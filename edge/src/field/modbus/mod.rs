@@ -8,11 +8,13 @@
 //! in [`triad_hw::modbus`].
 //!
 //! [`serve_sim_plant`] is the other side: the simulated welding line served
-//! as a Modbus TCP device (`triad sim-plant --modbus ADDR`).
+//! as a Modbus TCP device (`triad sim-plant --modbus ADDR`); [`server`]
+//! serves the node's own process image to a SCADA (`[modbus_server]`).
 
 pub mod device;
 pub mod image;
 pub mod link;
+pub mod server;
 pub mod sim_plant;
 
 pub use device::ModbusDevice;
