@@ -18,6 +18,7 @@ fn check_config_accepts_the_shipped_examples() {
         "edge/src/config/default.toml",
         "deploy/triad.toml",
         "deploy/examples/line-3-stations.toml",
+        "deploy/examples/sim-plant-modbus.toml",
     ] {
         let o = triad(&["check-config", file], &[]);
         assert!(o.status.success(), "{file}: {}", text(&o));
