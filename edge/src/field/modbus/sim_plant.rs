@@ -210,3 +210,34 @@ pub async fn serve_sim_plant(
     let _ = physics.join();
     result
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Driver, from_toml_str};
+    use triad_hw::modbus::sim_map::SIM_PLANT_MAP;
+
+    #[test]
+    fn the_shipped_example_reads_the_plant_by_its_map() {
+        let cfg = from_toml_str(include_str!("../../../../deploy/examples/sim-plant-modbus.toml")).unwrap();
+        let Driver::Modbus(m) = &cfg.devices[0].driver else {
+            panic!()
+        };
+        for e in SIM_PLANT_MAP {
+            let p = m
+                .points
+                .iter()
+                .find(|p| p.name == e.name)
+                .unwrap_or_else(|| panic!("{}", e.name));
+            assert_eq!(
+                (p.span.table, p.span.start, p.ty),
+                (e.table, e.address, e.ty),
+                "{}",
+                e.name
+            );
+        }
+        assert_eq!(m.points.len(), SIM_PLANT_MAP.len());
+        let c = m.capture.as_ref().unwrap();
+        assert_eq!(m.points[c.counter].name, "welds_total");
+        assert_eq!(c.per_part, triad_hw::sim::PlantParams::default().welds_per_module);
+    }
+}
