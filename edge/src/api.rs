@@ -52,7 +52,7 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use triad_schemas::{CommandAction, ControlCommand, Envelope};
+use triad_schemas::{CommandAction, ControlCommand};
 
 /// The largest body of `POST /api/axes/{axis}/commands`, bytes.
 pub const MAX_COMMAND_BODY: usize = 4 * 1024;
@@ -333,16 +333,8 @@ async fn command(
         }
     };
     let now = s.clock.now_ns();
-    let st = s.clock.status();
     let cmd = ControlCommand {
-        envelope: Envelope {
-            schema_version: triad_schemas::codec::SCHEMA_VERSION,
-            node: s.node.clone(),
-            sequence: 0,
-            stamp_ns: now,
-            clock: st.state,
-            clock_offset_ns: st.offset_ns,
-        },
+        envelope: crate::clock::envelope(&*s.clock, &s.node, now),
         command_id: b.command_id.unwrap_or_else(|| format!("HTTP-{now}")),
         axis,
         action: b.action,

@@ -21,6 +21,20 @@ pub struct ClockStatus {
     pub offset_ns: Option<i64>,
 }
 
+/// The envelope of a message node `node` makes at `stamp_ns`, with the
+/// clock's state and offset now (sequence 0: filled at publish).
+pub fn envelope(clock: &dyn Clock, node: &str, stamp_ns: i64) -> triad_schemas::Envelope {
+    let st = clock.status();
+    triad_schemas::Envelope {
+        schema_version: triad_schemas::codec::SCHEMA_VERSION,
+        node: node.to_string(),
+        sequence: 0,
+        stamp_ns,
+        clock: st.state,
+        clock_offset_ns: st.offset_ns,
+    }
+}
+
 /// The node's clock.
 pub trait Clock: Send + Sync + 'static {
     /// Now, ns since the Unix epoch.

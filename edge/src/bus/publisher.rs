@@ -14,7 +14,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use thiserror::Error;
-use triad_schemas::codec::{self, SCHEMA_VERSION};
+use triad_schemas::codec;
 use triad_schemas::ids::NodeId;
 use triad_schemas::{BusMessage, Envelope, Topic};
 
@@ -75,15 +75,7 @@ impl Publisher {
 
     /// An envelope for an event at `stamp_ns` (sequence filled at publish).
     pub fn envelope(&self, stamp_ns: i64) -> Envelope {
-        let st = self.clock.status();
-        Envelope {
-            schema_version: SCHEMA_VERSION,
-            node: self.node.to_string(),
-            sequence: 0,
-            stamp_ns,
-            clock: st.state,
-            clock_offset_ns: st.offset_ns,
-        }
+        crate::clock::envelope(&*self.clock, self.node.as_str(), stamp_ns)
     }
 
     /// Open the producer of `topic` once (schema registration and check).

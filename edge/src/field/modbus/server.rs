@@ -24,7 +24,7 @@ use std::sync::Arc;
 use tokio_modbus::prelude::*;
 use tokio_modbus::server::tcp::{Server, accept_tcp_connection};
 use triad_hw::modbus::{DataType, Table, codec};
-use triad_schemas::{ControlCommand, Envelope, TwinState};
+use triad_schemas::{ControlCommand, TwinState};
 
 /// One served axis: its live view and its command gate.
 #[derive(Clone)]
@@ -177,16 +177,8 @@ impl Connection {
                 return Ok(echo);
             }
             let now = shared.clock.now_ns();
-            let st = shared.clock.status();
             let cmd = ControlCommand {
-                envelope: Envelope {
-                    schema_version: triad_schemas::codec::SCHEMA_VERSION,
-                    node: shared.node.clone(),
-                    sequence: 0,
-                    stamp_ns: now,
-                    clock: st.state,
-                    clock_offset_ns: st.offset_ns,
-                },
+                envelope: crate::clock::envelope(&*shared.clock, &shared.node, now),
                 command_id: format!("modbus-{peer}-{now}"),
                 axis,
                 action,
