@@ -2,7 +2,7 @@
 # The test command: installs what the tests need, starts the real peers, and
 # runs every check and test. Run from anywhere:  bash scripts/test-all.sh
 #
-#   1. system packages (Debian): protoc, Chromium, linuxptp, rt-tests, socat, bsdtar, xz, git (Java and Maven for Pulsar)
+#   1. system packages (Debian): protoc, Chromium, linuxptp, rt-tests, socat, systemd-analyze, bsdtar, xz, git (Java and Maven for Pulsar)
 #   2. Rust components: rustfmt, clippy
 #   3. Python peers in .venv: onnxruntime, onnx, pulsar-client, PyJWT, ...
 #   4. the main job builds with Rust alone: `cargo check` of the default build
@@ -26,7 +26,8 @@ if [ "${TRIAD_SKIP_INSTALL:-0}" != 1 ]; then
   { command -v chromium >/dev/null || command -v chromium-browser >/dev/null; } || need+=(chromium)
   command -v ptp4l >/dev/null || need+=(linuxptp)
   command -v cyclictest >/dev/null || need+=(rt-tests)
-  command -v socat >/dev/null || need+=(socat)
+  command -v socat >/dev/null || need+=(socat)                # Modbus RTU over a pty pair
+  command -v systemd-analyze >/dev/null || need+=(systemd)   # the unit's verify and security score
   command -v bsdtar >/dev/null || need+=(libarchive-tools)   # bundles packed by bsdtar
   command -v xz >/dev/null || need+=(xz-utils)               # an xz bundle is refused by name
   command -v git >/dev/null || need+=(git)                   # bundles packed by git archive

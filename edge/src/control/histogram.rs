@@ -51,6 +51,19 @@ impl ControlStats {
         }
     }
 
+    /// The loop runs and its last cycle was at most `bound_ns` before
+    /// `now_mono_ns` (monotonic): what the health check and the systemd
+    /// watchdog call healthy. Returns the age of the last cycle, ns, as the
+    /// error when not.
+    pub fn cycling(&self, now_mono_ns: i64, bound_ns: i64) -> Result<i64, i64> {
+        let age = now_mono_ns - self.last_cycle_mono_ns.load(Relaxed);
+        if self.running.load(Relaxed) && age <= bound_ns {
+            Ok(age)
+        } else {
+            Err(age)
+        }
+    }
+
     fn bucket(lateness_ns: i64) -> usize {
         let us = (lateness_ns.max(0) / 1000) as usize;
         if us < FINE {

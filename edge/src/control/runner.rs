@@ -158,9 +158,19 @@ impl ControlRunner {
     pub fn run(mut self, stop: &AtomicBool) -> Self {
         self.stats.running.store(true, Relaxed);
         let mut next = monotonic_ns() + self.cycle_ns;
+        #[cfg(feature = "test-support")]
+        let hang_at = test_hang_at();
         while !stop.load(Relaxed) {
             sleep_until_mono(next);
             let wake = monotonic_ns();
+            #[cfg(feature = "test-support")]
+            if hang_at.is_some_and(|t| wake >= t) {
+                // A hung cycle, for the watchdog's tests: no more cycles.
+                while !stop.load(Relaxed) {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                break;
+            }
             let late = wake - next;
             if late >= self.cycle_ns {
                 // Deadlines passed while we were not running: count them as
@@ -184,6 +194,15 @@ impl ControlRunner {
         self.stats.running.store(false, Relaxed);
         self
     }
+}
+
+/// Test builds only: `TRIAD_TEST_CONTROL_HANG_AFTER_MS` makes the control
+/// loop stop cycling that long after it starts (a hung cycle), so the
+/// systemd watchdog's tests can see the pings stop.
+#[cfg(feature = "test-support")]
+fn test_hang_at() -> Option<i64> {
+    let ms: i64 = std::env::var("TRIAD_TEST_CONTROL_HANG_AFTER_MS").ok()?.parse().ok()?;
+    Some(monotonic_ns() + ms * 1_000_000)
 }
 
 #[cfg(test)]

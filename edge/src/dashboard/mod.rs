@@ -21,7 +21,6 @@ use axum::routing::get;
 use serde::Serialize;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 
 const INDEX_HTML: &str = include_str!("index.html");
 
@@ -133,20 +132,17 @@ pub fn health(app: &AppState) -> Health {
         overruns_last_min: s.control.overruns_last_min,
     });
     let mut checks = std::collections::BTreeMap::new();
-    let last = app.control.last_cycle_mono_ns.load(Relaxed);
-    let age_ms = (monotonic_ns() - last) / 1_000_000;
     checks.insert(
         "control",
-        if app.control.running.load(Relaxed) && age_ms < 100 {
-            Check {
+        match app.control.cycling(monotonic_ns(), 100_000_000) {
+            Ok(age) => Check {
                 status: "ok",
-                detail: format!("last cycle {age_ms} ms ago"),
-            }
-        } else {
-            Check {
+                detail: format!("last cycle {} ms ago", age / 1_000_000),
+            },
+            Err(age) => Check {
                 status: "failing",
-                detail: format!("control loop not cycling (last cycle {age_ms} ms ago)"),
-            }
+                detail: format!("control loop not cycling (last cycle {} ms ago)", age / 1_000_000),
+            },
         },
     );
     let safe: Vec<String> = snaps

@@ -22,6 +22,7 @@ pub mod models;
 pub mod report;
 mod station;
 mod survey;
+mod systemd;
 mod tasks;
 pub mod threads;
 
@@ -528,6 +529,9 @@ pub async fn run(
         stations.len(),
         opts.scenario.name
     );
+    // Control cycles, the state is open, the dashboard answers: ready.
+    systemd::ready(&format!("{} axes under control; dashboard on {listen}", stations.len()));
+    let watchdog = tokio::spawn(systemd::watchdog(control.stats.clone()));
 
     match opts.duration {
         Some(d) => {
@@ -545,6 +549,8 @@ pub async fn run(
     // safe state, then the plants, then the workers drain, then the async
     // side delivers what is pending. Every step is bounded.
     stopping.store(true, Relaxed);
+    systemd::stopping();
+    watchdog.abort();
     if !chains.wait_idle(CHAIN_STOP_BUDGET).await {
         tracing::warn!(
             chains = chains.active(),
