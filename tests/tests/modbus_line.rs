@@ -12,23 +12,44 @@ use std::time::{Duration, Instant};
 use triad_tests::modbus_peer::PyModbusDevice;
 use triad_tests::{TempDir, free_port, node_lock, triad, triad_bin, workspace_root};
 
-fn start_node(cfg: &Path, dir: &Path, port: u16, extra: &[&str]) -> Child {
-    Command::new(triad_bin())
-        .args([
-            "run",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .args(["--state-dir", dir.join("state").to_str().unwrap()])
-        .args(extra)
-        .current_dir(workspace_root())
-        .env("TRIAD_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start triad")
+/// A node process, interrupted (and waited for) when dropped, so a failed
+/// assertion leaves no node running.
+struct Node(Child);
+
+impl Node {
+    /// SIGINT and wait: did it stop cleanly?
+    fn stop(mut self) -> bool {
+        let _ = Command::new("kill").arg("-INT").arg(self.0.id().to_string()).status();
+        self.0.wait().is_ok_and(|s| s.success())
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_node(cfg: &Path, dir: &Path, port: u16, extra: &[&str]) -> Node {
+    Node(
+        Command::new(triad_bin())
+            .args([
+                "run",
+                "--config",
+                cfg.to_str().unwrap(),
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .args(["--state-dir", dir.join("state").to_str().unwrap()])
+            .args(extra)
+            .current_dir(workspace_root())
+            .env("TRIAD_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start triad"),
+    )
 }
 
 async fn state(http: &reqwest::Client, url: &str) -> Option<Value> {
@@ -163,7 +184,7 @@ points = [
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 
     let port = free_port();
-    let mut node = start_node(&cfg, dir.path(), port, &["--scenario", "nominal"]);
+    let node = start_node(&cfg, dir.path(), port, &["--scenario", "nominal"]);
     let url = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
     let s = wait_axis(&http, &url, Duration::from_secs(30), "running on Modbus", |a| {
@@ -285,8 +306,7 @@ points = [
         .filter(|a| a["action"] == "command" && a.to_string().contains("ResetFault"))
         .count();
     assert!(resets >= 2, "both resets are audited: {audit}");
-    let _ = Command::new("kill").arg("-INT").arg(node.id().to_string()).status();
-    assert!(node.wait().unwrap().success());
+    assert!(node.stop(), "the node stops cleanly");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -417,7 +437,7 @@ async fn a_scada_reads_the_process_image_over_modbus_and_writes_only_what_it_may
     let cfg = dir.path().join("node.toml");
     std::fs::write(&cfg, cfg_text).unwrap();
     let port = free_port();
-    let mut node = start_node(&cfg, dir.path(), port, &["--sim", "--scenario", "nominal"]);
+    let node = start_node(&cfg, dir.path(), port, &["--sim", "--scenario", "nominal"]);
     let url = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
     wait_axis(&http, &url, Duration::from_secs(30), "running", |a| {
@@ -489,6 +509,5 @@ async fn a_scada_reads_the_process_image_over_modbus_and_writes_only_what_it_may
         "{text}"
     );
     assert!(text.contains("command_out_of_range"), "{text}");
-    let _ = Command::new("kill").arg("-INT").arg(node.id().to_string()).status();
-    assert!(node.wait().unwrap().success());
+    assert!(node.stop(), "the node stops cleanly");
 }

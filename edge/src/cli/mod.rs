@@ -5,8 +5,10 @@
 //! triad check-config FILE
 //! triad sim-plant --modbus ADDR [--unit N] [--seed N] [--scenario NAME]   (the simulated line as a Modbus TCP device)
 //! triad keys gen | bundle build/sign/verify/pack | token issue | deploy | rollback   (signed models, see `cli::models`)
+//! triad bench control [--duration D] [--axes N] [--blocks K] [--priority P] [--cpu C]   (control jitter against cyclictest, see `cli::bench`)
 //! ```
 
+pub mod bench;
 pub mod bus;
 pub mod models;
 pub mod sim_plant;
@@ -105,6 +107,10 @@ pub enum Command {
     /// Serve the simulated welding line as a Modbus TCP device, for
     /// `triad run --config deploy/examples/sim-plant-modbus.toml`.
     SimPlant(crate::cli::sim_plant::SimPlantArgs),
+    /// Benchmarks on this machine: `triad bench control` measures the
+    /// control cycle's wake-up latency against cyclictest, in alternating
+    /// blocks, with the node's neighbours (inspection, twin, Modbus scan) running.
+    Bench(crate::cli::bench::BenchArgs),
 }
 
 /// `triad schemas`.
@@ -294,6 +300,7 @@ pub fn main() -> ExitCode {
         Command::Deploy(a) => crate::cli::models::deploy(a),
         Command::Rollback(a) => crate::cli::models::rollback(a),
         Command::SimPlant(a) => crate::cli::sim_plant::run(a),
+        Command::Bench(a) => crate::cli::bench::run(a),
         Command::CheckConfig { file } => match config::load(&ConfigSource::File(file.clone())) {
             Ok(cfg) => {
                 println!(
