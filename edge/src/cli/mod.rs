@@ -159,13 +159,26 @@ pub struct BusLoadArgs {
     pub token_file: Option<PathBuf>,
 }
 
+/// Logs on stderr, one event per line: colours only on a terminal (a file
+/// or the journal gets plain text), JSON objects with
+/// `TRIAD_LOG_FORMAT=json`; `TRIAD_LOG` filters.
 fn init_tracing() {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("TRIAD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .try_init();
+        .with_ansi(std::io::stderr().is_terminal());
+    let _ = match std::env::var("TRIAD_LOG_FORMAT").as_deref() {
+        Ok("json") => fmt.json().flatten_event(true).try_init(),
+        Ok("text") | Err(_) => fmt.try_init(),
+        Ok(other) => {
+            let r = fmt.try_init();
+            tracing::warn!("TRIAD_LOG_FORMAT={other:?} is not a log format (\"text\" or \"json\"); logging text");
+            r
+        }
+    };
 }
 
 /// The async runtime: one thread. The node's async side is light (bus,
