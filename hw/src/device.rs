@@ -106,7 +106,8 @@ impl<P: ProcessIo> Device for AxisImageDevice<P> {
             ..LineOutputs::SAFE
         };
         for s in Signal::ALL {
-            if s.direction() == Direction::Output {
+            // NaN: no axis drives this output; it keeps its safe value.
+            if s.direction() == Direction::Output && !image[s.index()].is_nan() {
                 out.set(s, image[s.index()]);
             }
         }

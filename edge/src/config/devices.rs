@@ -330,6 +330,8 @@ pub(crate) fn validate(
         .map(|(i, a)| a.io.as_ref().and_then(|io| bind(i, io, &out, p)))
         .collect();
     check_shared_points(axes, &bindings, &out, p);
+    check_links(&out, p);
+    check_capture(&bindings, &out, p);
     (out, bindings)
 }
 
@@ -443,6 +445,54 @@ fn kind_text(k: PointKind) -> &'static str {
         PointKind::Bool => "a digital point",
         PointKind::Analog => "a number",
         PointKind::Counter => "a count",
+    }
+}
+
+/// Modbus RTU devices on one serial port share its line settings.
+fn check_links(devices: &[DeviceConfig], p: &mut Problems) {
+    let rtu = |d: &DeviceConfig| match &d.driver {
+        Driver::Modbus(m) if matches!(m.link, ModbusLink::Rtu { .. }) => Some(m.link.clone()),
+        _ => None,
+    };
+    for (i, d) in devices.iter().enumerate() {
+        let Some(link) = rtu(d) else { continue };
+        let other = devices[..i]
+            .iter()
+            .find(|e| rtu(e).is_some_and(|l| l.key() == link.key() && l != link));
+        if let Some(e) = other {
+            p.add(
+                format!("devices[{i}].baud"),
+                format!(
+                    "shares port {} with device {:?} but not its baud, parity or stop bits; units on one line share them",
+                    link.key(),
+                    e.id
+                ),
+            );
+        }
+    }
+}
+
+/// A device's capture triggers go to the axis that binds its
+/// `parts_total`: a device with `capture` must be that device for an axis.
+fn check_capture(bindings: &[Option<IoBinding>], devices: &[DeviceConfig], p: &mut Problems) {
+    for (i, d) in devices.iter().enumerate() {
+        let Driver::Modbus(m) = &d.driver else { continue };
+        if m.capture.is_none() {
+            continue;
+        }
+        let owned = bindings
+            .iter()
+            .flatten()
+            .any(|b| b.point(Signal::PartsTotal).device == i);
+        if !owned {
+            p.add(
+                format!("devices[{i}].capture"),
+                format!(
+                    "the capture triggers of {:?} go to the axis whose parts_total is bound to this device, and none is: bind an axis' parts_total here or move capture to that axis' parts device",
+                    d.id
+                ),
+            );
+        }
     }
 }
 

@@ -211,7 +211,14 @@ pub(crate) fn validate(
     let timeout = ms("timeout_ms", d.timeout_ms, 200, 1, 60_000, p);
     let retries = d.retries.unwrap_or(1);
     p.range(&k("retries"), retries, 0, 10, "tries", "");
-    let request_gap = ms("request_gap_ms", d.request_gap_ms, 0, 0, 10_000, p);
+    // RTU frames need 3.5 characters of silence between them (Modbus over
+    // serial line, §2.5.1.1): at least 2 ms, 11 bits a character.
+    let rtu_gap_ms = match d.baud {
+        _ if !rtu => 0,
+        Some(b) if b > 0 => (38_500 / u64::from(b)).max(2),
+        _ => 2,
+    };
+    let request_gap = ms("request_gap_ms", d.request_gap_ms, rtu_gap_ms, 0, 10_000, p);
     let reconnect_min = ms("reconnect_min_ms", d.reconnect_min_ms, 100, 1, 600_000, p);
     let reconnect_max = ms("reconnect_max_ms", d.reconnect_max_ms, 5_000, 1, 600_000, p);
     if reconnect_max < reconnect_min {
@@ -354,7 +361,14 @@ fn link(d: &DeviceSection, rtu: bool, k: &dyn Fn(&str) -> String, p: &mut Proble
         }
     };
     let data_bits = d.data_bits.unwrap_or(8);
-    p.range(&k("data_bits"), data_bits, 7, 8, "bits", "");
+    p.range(
+        &k("data_bits"),
+        data_bits,
+        8,
+        8,
+        "bits",
+        "Modbus RTU frames have 8 data bits",
+    );
     let stop_bits = d.stop_bits.unwrap_or(1);
     p.range(&k("stop_bits"), stop_bits, 1, 2, "bits", "");
     Some(ModbusLink::Rtu {
@@ -556,7 +570,12 @@ fn point(s: &PointSection, dev: &PointDefaults, k: &dyn Fn(&str) -> String, p: &
     let period = dev.groups[gi].1;
     // Three polls missed, or one poll and every retry of it.
     let default_stale = (period * 3).max(period + dev.timeout);
-    let stale = s.stale_ms.map_or(default_stale, Duration::from_millis);
+    if let Some(ms) = s.stale_ms {
+        p.range(&k("stale_ms"), ms, 1, 3_600_000, "ms", "");
+    }
+    let stale = s
+        .stale_ms
+        .map_or(default_stale, |ms| Duration::from_millis(ms.min(3_600_000)));
     if stale < period {
         p.add(
             k("stale_ms"),

@@ -216,7 +216,9 @@ impl ModbusServerSection {
         for (n, (i, a)) in points.iter().enumerate() {
             let overlaps = |b: &&(usize, ServedPoint)| {
                 let b = &b.1;
-                b.span.table == a.span.table && a.span.start < b.span.end() as u16 && b.span.start < a.span.end() as u16
+                b.span.table == a.span.table
+                    && u32::from(a.span.start) < b.span.end()
+                    && u32::from(b.span.start) < a.span.end()
             };
             if let Some((_, b)) = points[..n].iter().find(overlaps) {
                 p.add(
@@ -322,7 +324,7 @@ impl ServedPointSection {
             p.add(k("scale"), "a finite number, not 0");
         }
         let width = ty.map_or(1, DataType::width);
-        if self.address + u32::from(width) > 65_536 {
+        if self.address.saturating_add(u32::from(width)) > 65_536 {
             p.add(
                 k("address"),
                 format!("{} is past the table's end (0..=65535, zero-based)", self.address),

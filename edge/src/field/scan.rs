@@ -62,7 +62,23 @@ impl LineScan {
     /// `devices`).
     pub fn new(devices: Vec<(String, Box<dyn Device>)>, axes: Vec<AxisIo>) -> Self {
         let (ids, devices): (Vec<String>, Vec<Box<dyn Device>>) = devices.into_iter().unzip();
-        let images = devices.iter().map(|d| vec![0.0; d.points().len()]).collect();
+        // Outputs no axis drives stay NaN ("not commanded"): a driver writes
+        // nothing for them (a Modbus link skips them, GPIO drives them off).
+        let images = devices
+            .iter()
+            .map(|d| {
+                d.points()
+                    .iter()
+                    .map(|p| {
+                        if p.direction == Direction::Output {
+                            f64::NAN
+                        } else {
+                            0.0
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
         let parts_of = (0..devices.len())
             .map(|d| {
                 axes.iter()

@@ -216,9 +216,15 @@ impl Link {
             }
             self.poll_due().await;
         }
-        for d in 0..self.devices.len() {
+        // The devices that answer first (a silent one would spend the stop
+        // budget on its timeout); the silent ones get one try each after.
+        let mut order: Vec<usize> = (0..self.devices.len()).collect();
+        order.sort_by_key(|&d| self.devices[d].demoted_until.is_some());
+        for d in order {
             for g in 0..self.devices[d].groups.len() {
-                self.write_outputs(d, g, true).await;
+                if !self.write_outputs(d, g, true).await {
+                    break;
+                }
             }
         }
         if let Some(mut ctx) = self.ctx.take() {
@@ -276,7 +282,13 @@ impl Link {
                     self.store(d, &block, &answer);
                     self.clear_reports(d, &block);
                 }
-                Err(Failure::Exception(ExceptionCode::IllegalDataAddress)) if self.split(d, g, b) => continue,
+                // Devices answer a read across unmapped registers with 2
+                // (the spec's), some with 3 or 4.
+                Err(Failure::Exception(
+                    ExceptionCode::IllegalDataAddress
+                    | ExceptionCode::IllegalDataValue
+                    | ExceptionCode::ServerDeviceFailure,
+                )) if self.split(d, g, b) => continue,
                 Err(f) if f.is_link() => {
                     self.demote(d, &f);
                     return false;
@@ -326,7 +338,7 @@ impl Link {
         tracing::warn!(
             device = %dev.dev.id,
             unit = dev.dev.cfg.unit,
-            "{} answered exception 2 (illegal data address) for {}: {} are not readable; reading {} apart from now on (set merge_gap lower to plan it so from the start)",
+            "{} refused the block read of {} (an exception): {} are not readable; reading {} apart from now on (set merge_gap lower to plan it so from the start)",
             dev.dev.id,
             items(block.table, block.start, block.count),
             gaps.join(", "),
@@ -399,10 +411,13 @@ impl Link {
         true
     }
 
-    /// Tries of one request: 1 + retries, or 1 for a demoted device (a probe).
+    /// Tries of one request: 1 + retries, or 1 for a demoted device (a
+    /// probe) or a device that shares its link.
     fn tries(&self, d: usize) -> u32 {
         let dev = &self.devices[d];
-        if dev.demoted_until.is_some() {
+        // On a shared link a silent unit gets one try and is demoted, so it
+        // delays the others by one timeout at most.
+        if dev.demoted_until.is_some() || self.devices.len() > 1 {
             1
         } else {
             1 + dev.dev.cfg.retries
@@ -442,7 +457,8 @@ impl Link {
     /// the device's timeout; a timeout or transport error drops the connection.
     async fn request(&mut self, d: usize, op: &Op) -> Result<Answer, Failure> {
         let cfg = self.devices[d].dev.cfg.clone();
-        let stats = &self.devices[d].dev.shared.stats;
+        let shared = self.devices[d].dev.shared.clone();
+        let stats = &shared.stats;
         if let Some(last) = self.last_request {
             sleep_until(last + self.gap).await;
         }
@@ -451,6 +467,11 @@ impl Link {
                 Ok(Ok(ctx)) => {
                     stats.connects.fetch_add(1, Relaxed);
                     self.ctx = Some(ctx);
+                    // A device that restarted lost what it was told: every
+                    // output is written again at its next poll.
+                    for dev in &mut self.devices {
+                        dev.written.fill(None);
+                    }
                 }
                 Ok(Err(e)) => {
                     stats.transport_errors.fetch_add(1, Relaxed);

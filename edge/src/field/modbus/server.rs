@@ -100,6 +100,10 @@ impl Shared {
     /// Registers (or bits as 0/1) `start..start+count` of `table`, or
     /// exception 2 if one of them is no point's.
     fn read(&self, table: Table, start: u16, count: u16) -> Result<Vec<u16>, ExceptionCode> {
+        // The spec's quantity limits (1..=125 registers, 1..=2000 bits).
+        if count == 0 || count > table.max_read() {
+            return Err(ExceptionCode::IllegalDataValue);
+        }
         let (start, end) = (u32::from(start), u32::from(start) + u32::from(count));
         let mut out = vec![0u16; usize::from(count)];
         let mut covered = vec![false; usize::from(count)];

@@ -161,9 +161,12 @@ fn run_plant(mut plant: SimLine, tables: Arc<Mutex<Tables>>, clock: Arc<dyn Cloc
             }
             t.outputs(now)
         };
+        // Every weld counts, also the few the plant's queue could not hold.
+        let dropped_before = plant.welds_dropped();
         let Ok(inputs) = plant.scan(&out, now) else { continue };
         let mut welds = 0u32;
         plant.take_triggers(&mut |_| welds += 1);
+        welds += (plant.welds_dropped() - dropped_before) as u32;
         let mut t = tables.lock().expect("plant tables");
         t.welds_total = t.welds_total.wrapping_add(welds);
         t.set_inputs(&inputs);
