@@ -103,7 +103,7 @@ async fn polls_in(shared: &[Arc<SharedImage>], window: Duration) -> Vec<u64> {
 fn main() {
     let (scans, blocks) = (env("BENCH_SCANS", 2000), env("BENCH_BLOCKS", 4));
     let (n, registers) = (env("BENCH_DEVICES", 8), env("BENCH_REGISTERS", 64));
-    let ports: Vec<u16> = (0..n).map(|_| triad_tests::free_port()).collect();
+    let ports = triad_tests::free_ports(n);
     let devices: Vec<PyModbusDevice> = ports
         .iter()
         .map(|p| {

@@ -179,6 +179,15 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// `n` distinct free ports (all bound at once, then released: two calls of
+/// [`free_port`] in a row may return the same port).
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let held: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    held.iter().map(|l| l.local_addr().unwrap().port()).collect()
+}
+
 /// Run `triad` with `args` to completion.
 pub fn triad(args: &[&str], envs: &[(&str, &str)]) -> Output {
     let mut c = Command::new(triad_bin());

@@ -96,7 +96,9 @@ fn writes(path: &Path) -> Vec<Value> {
 async fn a_stopped_device_puts_its_axis_in_the_safe_state_until_an_authorised_reset() {
     let _g = node_lock().await;
     let dir = TempDir::new("modbus-line");
-    let (wport, cport) = (free_port(), free_port());
+    let [wport, cport, port] = triad_tests::free_ports(3)[..] else {
+        unreachable!()
+    };
     let conveyor_log = dir.path().join("conveyor-writes.jsonl");
     let mut welder = PyModbusDevice::start(&[
         "--kind",
@@ -183,7 +185,6 @@ points = [
     let o = triad(&["check-config", cfg.to_str().unwrap()], &[]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 
-    let port = free_port();
     let node = start_node(&cfg, dir.path(), port, &["--scenario", "nominal"]);
     let url = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
@@ -422,7 +423,9 @@ fn f32_of(regs: &Value) -> f32 {
 async fn a_scada_reads_the_process_image_over_modbus_and_writes_only_what_it_may() {
     let _g = node_lock().await;
     let dir = TempDir::new("modbus-server");
-    let mport = free_port();
+    let [mport, port] = triad_tests::free_ports(2)[..] else {
+        unreachable!()
+    };
     let cfg_text = format!(
         "{}\n[modbus_server]\nlisten = \"127.0.0.1:{mport}\"\nwriters = [\"127.0.0.1\"]\npoints = [\n\
          {{ value = \"axis_07.ppm_actual\", table = \"input\", address = 0, type = \"f32\" }},\n\
@@ -436,7 +439,6 @@ async fn a_scada_reads_the_process_image_over_modbus_and_writes_only_what_it_may
     );
     let cfg = dir.path().join("node.toml");
     std::fs::write(&cfg, cfg_text).unwrap();
-    let port = free_port();
     let node = start_node(&cfg, dir.path(), port, &["--sim", "--scenario", "nominal"]);
     let url = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
