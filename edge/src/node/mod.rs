@@ -383,6 +383,7 @@ pub async fn run(
         .zip(endpoints)
         .map(|(st, ends)| station::split_rings(st, ends))
         .unzip();
+    let io_stats: Vec<Arc<crate::field::IoStats>> = axes_io.iter().map(|a| a.stats.clone()).collect();
     let line_scan = crate::field::LineScan::new(field.devices, axes_io);
     let stop_io = Arc::new(AtomicBool::new(false));
     let io_thread = {
@@ -392,6 +393,13 @@ pub async fn run(
             .name("triad-io".into())
             .spawn(move || crate::field::scan::run(line_scan, clock, Duration::from_millis(1), io_prio, stop))?
     };
+    // The control thread starts once the scan has run (a loaded machine can
+    // keep a new thread waiting for longer than input_stale_ms: its programs
+    // would start in the safe state for a stale input).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    while io_stats.iter().any(|s| s.plant_start_ns.load(Relaxed) == 0) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
     let control = match start_control(&cfg, loops, mem, &clock) {
         Ok(c) => c,
         Err(e) => {
